@@ -1,0 +1,72 @@
+"""Training losses, as mean over samples (the objective every optimizer and analysis sees).
+
+- ``cross_entropy``: (1/N) sum_n -log softmax(f(x_n))_{y_n}
+- ``mse``: mean over samples and output entries of (f(x) - y)^2, as ``torch.nn.MSELoss``
+- ``sum_squares``: (1/N) sum_n ||f(x_n) - y_n||^2, so a residual model r gives ||r||^2 exactly
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .errors import LandscapeError
+
+
+def _match(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if output.shape != target.shape and output.numel() == target.numel():
+        return output.reshape(target.shape)
+    return output
+
+
+def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(output, target)
+
+
+def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(_match(output, target), target)
+
+
+def sum_squares(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    residual = _match(output, target) - target
+    return residual.reshape(residual.shape[0], -1).pow(2).sum(dim=1).mean()
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "cross_entropy": cross_entropy, "mse": mse, "sum_squares": sum_squares,
+}
+
+
+def get_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise LandscapeError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}") from None
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str,
+             batch_size: int = 2048) -> dict[str, float]:
+    """Mean loss (and accuracy for cross-entropy) over all of (x, y), in batches, in eval mode.
+
+    Batch means are weighted by batch size, so the result is the exact mean over the samples.
+    """
+    fn = get_loss(loss)
+    was_training = model.training
+    model.eval()
+    total, correct, n = 0.0, 0, x.shape[0]
+    try:
+        for start in range(0, n, batch_size):
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            out = model(xb)
+            total += float(fn(out, yb)) * xb.shape[0]
+            if loss == "cross_entropy":
+                correct += int((out.argmax(dim=1) == yb).sum())
+    finally:
+        model.train(was_training)
+    result = {"loss": total / n}
+    if loss == "cross_entropy":
+        result["acc"] = correct / n
+    return result

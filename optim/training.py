@@ -1,0 +1,307 @@
+"""The training loop: seeded, exactly resumable, crash-safe, with a divergence guard.
+
+Exact resume: the data order of epoch e is a permutation drawn from a generator seeded with
+(seed, e), so it can be regenerated; parameters, buffers, optimizer state and every global RNG are
+checkpointed. Resuming from a checkpoint therefore replays the same computation, and on the CPU
+the final parameters equal those of an uninterrupted run bit for bit.
+
+Every optimizer is stepped with a closure (``optimizer.step(closure)``) that zeroes gradients,
+evaluates the mini-batch loss and back-propagates; torch's first-order optimizers call it once,
+L-BFGS and other line-search methods as often as they need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+
+from landscape.data import Dataset, load_dataset
+from landscape.devices import resolve_device
+from landscape.errors import LandscapeError, TrainingDiverged
+from landscape.losses import evaluate, get_loss
+from landscape.models import build_model, check_model_fits, count_parameters, normalize_spec
+from landscape.runs import Checkpoint, Run
+from landscape.seeding import capture_rng_state, restore_rng_state, seed_everything
+
+from . import config as config_mod
+from .registry import build_optimizer, get_entry
+from .schedules import lr_factor
+
+MAX_EVALUATIONS = 200
+TARGET_CHECKPOINTS = 20
+
+
+@dataclass
+class Experiment:
+    """Everything built from a configuration: data, model, optimizer, and the resolved config."""
+
+    config: dict[str, Any]
+    dataset: Dataset
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    steps_per_epoch: int
+    total_steps: int
+
+
+@dataclass
+class TrainResult:
+    run: Run
+    final: dict[str, float]
+    steps_run: int
+    seconds: float
+
+
+def data_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    data = dict(cfg["data"])
+    name = data.pop("name")
+    return {"name": name, "samples": data.pop("samples", None), "data_dir": data.pop("data_dir", None), **data}
+
+
+def load_run_dataset(cfg: Mapping[str, Any], device: torch.device | None = None) -> Dataset:
+    """The data set a configuration names, on ``device`` when it fits."""
+    return load_dataset(**data_options(cfg), device=device)
+
+
+def build_run_model(cfg: Mapping[str, Any], dataset: Dataset) -> torch.nn.Module:
+    """Build the model a (resolved) configuration describes, for ``dataset``, and check it fits."""
+    model = build_model(cfg["model"], dataset.input_shape, dataset.output_dim)
+    check_model_fits(model, dataset.x_train.cpu(), dataset.output_dim, cfg["model"]["name"], dataset.name)
+    return model
+
+
+def _resolve_schedule(training: dict[str, Any], steps_per_epoch: int) -> int:
+    total = training["steps"] if training["steps"] is not None else training["epochs"] * steps_per_epoch
+    if training["eval_every"] is None:
+        epochs = math.ceil(total / steps_per_epoch)
+        training["eval_every"] = min(total, steps_per_epoch * max(1, math.ceil(epochs / MAX_EVALUATIONS)))
+    if training["checkpoint_every"] is None:
+        every = training["eval_every"]
+        training["checkpoint_every"] = every * max(1, math.ceil(total / every / TARGET_CHECKPOINTS))
+    return total
+
+
+def build_experiment(config: Mapping[str, Any]) -> Experiment:
+    """Validate ``config``, load data, build model and optimizer (seeded, deterministic init)."""
+    cfg = config_mod.normalize(config)
+    training = cfg["training"]
+    device = resolve_device(training["device"])
+    seed_everything(training["seed"])
+    dataset = load_run_dataset(cfg, device)
+    if not cfg["model"].get("name"):
+        cfg["model"] = normalize_spec(dataset.meta.get("default_model", {"name": "mlp"})) | cfg["model"]
+        if not cfg["model"].get("name"):
+            cfg["model"]["name"] = "mlp"
+    if training["loss"] is None:
+        training["loss"] = dataset.loss
+    get_loss(training["loss"])
+    if training["loss"] == "cross_entropy" and dataset.task != "classification":
+        raise LandscapeError(f"loss cross_entropy needs a classification data set; {dataset.name!r} is regression")
+    entry = get_entry(cfg["optimizer"]["name"])
+    if cfg["optimizer"].get("lr") is None:
+        cfg["optimizer"]["lr"] = entry.default_lr
+    cfg["optimizer"].setdefault("weight_decay", 0.0)
+    seed_everything(training["seed"])  # model init does not depend on how the data was made
+    model = build_run_model(cfg, dataset).to(device)
+    optimizer = build_optimizer(cfg["optimizer"], model.parameters())
+    steps_per_epoch = math.ceil(dataset.num_train / training["batch_size"])
+    total = _resolve_schedule(training, steps_per_epoch)
+    return Experiment(cfg, dataset, model, optimizer, device, steps_per_epoch, total)
+
+
+def epoch_order(seed: int, epoch: int, n: int, device: torch.device) -> torch.Tensor:
+    """The sample order of ``epoch``: a permutation fixed by (seed, epoch)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).to(device)
+
+
+def l2_penalty(model: torch.nn.Module, weight_decay: float) -> torch.Tensor:
+    """(weight_decay / 2) sum ||w||^2 for optimizers without a weight-decay option."""
+    return 0.5 * weight_decay * sum(p.pow(2).sum() for p in model.parameters())
+
+
+class _Console:
+    """Progress bar and log lines on stderr (stdout stays clean for --json)."""
+
+    def __init__(self, enabled: bool, log: Callable[[str], None] | None):
+        self.enabled = enabled
+        self._log = log
+        self.progress = None
+        self.task = None
+
+    @contextlib.contextmanager
+    def bar(self, total: int, completed: int) -> Iterator["_Console"]:
+        if not self.enabled:
+            yield self
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        console = Console(stderr=True)
+        with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                      TimeRemainingColumn(), console=console, transient=True) as progress:
+            self.progress = progress
+            self.task = progress.add_task("train", total=total, completed=completed, info="")
+            try:
+                yield self
+            finally:
+                self.progress = None
+
+    def advance(self, info: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, info=info)
+
+    def log(self, message: str) -> None:
+        if self._log is None:
+            return
+        if self.progress is not None:
+            self.progress.console.print(message, highlight=False, markup=False)
+        else:
+            self._log(message)
+
+
+def format_metrics(row: Mapping[str, float], total_steps: int) -> str:
+    parts = [f"step {int(row['step'])}/{total_steps}", f"epoch {row['epoch']:.2f}",
+             f"train loss {row['train_loss']:.4g}"]
+    if "train_acc" in row and not math.isnan(row["train_acc"]):
+        parts.append(f"acc {100 * row['train_acc']:.1f}%")
+    parts.append(f"test loss {row['test_loss']:.4g}")
+    if "test_acc" in row and not math.isnan(row["test_acc"]):
+        parts.append(f"acc {100 * row['test_acc']:.1f}%")
+    return "  ".join(parts)
+
+
+def _measure(exp: Experiment, step: int, lr: float, seconds: float) -> dict[str, float]:
+    training = exp.config["training"]
+    loss, batch = training["loss"], training["eval_batch_size"]
+    train = evaluate(exp.model, exp.dataset.x_train, exp.dataset.y_train, loss, batch)
+    test = evaluate(exp.model, exp.dataset.x_test, exp.dataset.y_test, loss, batch)
+    row = {"step": step, "epoch": step / exp.steps_per_epoch, "train_loss": train["loss"],
+           "test_loss": test["loss"], "lr": lr, "time": seconds}
+    if "acc" in train:
+        row["train_acc"], row["test_acc"] = train["acc"], test["acc"]
+    return row
+
+
+def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, progress: bool = False,
+          log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train the model ``config`` describes into the run folder ``out``.
+
+    With ``resume=True`` the stored configuration is continued from the last checkpoint (``config``
+    may only extend ``training.epochs``/``training.steps`` or change ``training.device``). Nothing
+    is written until the configuration, data, model and optimizer have all been validated.
+    Raises :class:`TrainingDiverged` when the loss becomes non-finite; the last good checkpoint stays.
+    """
+    out = Path(out)
+    if resume:
+        if not Run.exists(out):
+            raise LandscapeError(f"cannot resume: {out} is not a run folder (no {out / 'run.h5'})")
+        run = Run.open(out)
+        config = config_mod.resume_config(run.config, config)
+    elif Run.exists(out):
+        raise LandscapeError(f"run {out} already exists; use --resume to continue it or choose another --out")
+    exp = build_experiment(config)
+    cfg, training = exp.config, exp.config["training"]
+    console = _Console(progress, log)
+    entry = get_entry(cfg["optimizer"]["name"])
+    weight_decay = float(cfg["optimizer"].get("weight_decay") or 0.0)
+    penalty = weight_decay if not entry.native_weight_decay else 0.0
+    loss_fn = get_loss(training["loss"])
+    base_lr = float(cfg["optimizer"]["lr"])
+    total = exp.total_steps
+
+    if resume:
+        run.config = cfg
+        start, elapsed = _restore(run, exp)
+    else:
+        run = Run.create(out, cfg)
+        start, elapsed = 0, 0.0
+        row = _measure(exp, 0, base_lr * lr_factor(0, total, **_schedule_args(training)), 0.0)
+        run.append_metrics(row)
+        run.write()
+        run.save_checkpoint(Checkpoint.from_model(0, 0, exp.model, exp.optimizer, capture_rng_state()))
+        console.log(f"{count_parameters(exp.model):,} parameters; " + format_metrics(row, total))
+    if start >= total:
+        console.log(f"run {out} has already finished its {total} steps")
+        return TrainResult(run, run.last_metrics(), 0, 0.0)
+
+    x, y, n = exp.dataset.x_train, exp.dataset.y_train, exp.dataset.num_train
+    batch_size, seed = training["batch_size"], training["seed"]
+    model, optimizer = exp.model, exp.optimizer
+    model.train()
+    order, order_epoch = None, -1
+    t0 = time.perf_counter()
+    steps_run = 0
+    with console.bar(total, start):
+        for step in range(start, total):
+            epoch, batch = divmod(step, exp.steps_per_epoch)
+            if epoch != order_epoch:
+                order, order_epoch = epoch_order(seed, epoch, n, x.device), epoch
+            index = order[batch * batch_size:(batch + 1) * batch_size]
+            xb, yb = x[index], y[index]
+            lr = base_lr * lr_factor(step, total, **_schedule_args(training))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            def closure() -> torch.Tensor:
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(xb), yb)
+                if penalty:
+                    loss = loss + l2_penalty(model, penalty)
+                loss.backward()
+                return loss
+
+            loss = optimizer.step(closure)
+            loss_value = float(loss.detach()) if loss is not None else math.nan
+            if not math.isfinite(loss_value):
+                run.write()
+                raise TrainingDiverged(step + 1, lr)
+            done = step + 1
+            steps_run += 1
+            console.advance(f"loss {loss_value:.4g}")
+            final = done == total
+            if done % training["eval_every"] == 0 or final:
+                row = _measure(exp, done, lr, elapsed + time.perf_counter() - t0)
+                if not math.isfinite(row["train_loss"]):
+                    run.write()
+                    raise TrainingDiverged(done, lr)
+                model.train()
+                run.append_metrics(row)
+                run.write()
+                console.log(format_metrics(row, total))
+            if done % training["checkpoint_every"] == 0 or final:
+                run.save_checkpoint(Checkpoint.from_model(done, done // exp.steps_per_epoch, model, optimizer,
+                                                          capture_rng_state()))
+    seconds = time.perf_counter() - t0
+    return TrainResult(run, run.last_metrics(), steps_run, seconds)
+
+
+def _schedule_args(training: Mapping[str, Any]) -> dict[str, Any]:
+    return {"schedule": training["schedule"], "milestones": training["milestones"], "gamma": training["gamma"],
+            "min_factor": training["min_factor"], "warmup_steps": training["warmup_steps"]}
+
+
+def _restore(run: Run, exp: Experiment) -> tuple[int, float]:
+    """Load the last checkpoint into the experiment; returns (step, elapsed training seconds)."""
+    if not run.checkpoint_steps():
+        run.truncate_metrics(-1)
+        return 0, 0.0
+    ckpt = run.load_checkpoint("last")
+    ckpt.load_into(exp.model)
+    if ckpt.optimizer is not None:
+        try:
+            exp.optimizer.load_state_dict(ckpt.optimizer)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise LandscapeError(f"checkpoint {ckpt.step} has an optimizer state that does not match: {exc}") from None
+    if ckpt.rng is not None:
+        restore_rng_state(ckpt.rng)
+    run.truncate_metrics(ckpt.step)
+    elapsed = run.metrics["time"][-1] if run.metrics.get("time") else 0.0
+    run.write()
+    return ckpt.step, float(elapsed)
