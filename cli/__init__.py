@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The ``landscape`` command-line interface (click)."""

@@ -164,12 +164,18 @@ def read_checkpoint(path: Path, *, weights_only: bool = False) -> Checkpoint:
 class Run:
     """A run folder. Create with :meth:`create`, open with :meth:`open`."""
 
+    STATUSES = ("running", "finished", "diverged")
+
     def __init__(self, path: str | Path, config: dict[str, Any], metrics: dict[str, list] | None = None,
-                 created: str | None = None):
+                 created: str | None = None, status: str = "running", total_steps: int | None = None,
+                 message: str = ""):
         self.path = Path(path)
         self.config = config
         self.metrics: dict[str, list] = metrics or {}
         self.created = created or time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.status = status            # running (or killed), finished, diverged
+        self.total_steps = total_steps  # planned length of training
+        self.message = message          # e.g. the divergence error
 
     # --- files -----------------------------------------------------------------------------------
     @property
@@ -218,11 +224,14 @@ class Run:
                     for name in json.loads(fh["metrics"].attrs["columns"]):
                         metrics[name] = fh["metrics"][name][()].tolist()
                 created = fh.attrs.get("created", "")
+                status = fh.attrs.get("status", "running")
+                total_steps = int(fh.attrs["total_steps"]) if "total_steps" in fh.attrs else None
+                message = fh.attrs.get("message", "")
         except (KeyError, ValueError, OSError) as exc:
             raise LandscapeError(f"cannot read {path / RUN_FILE}: file is corrupt or incomplete ({exc})") from None
         remove_stale_temporaries(path)
         remove_stale_temporaries(path / CHECKPOINT_DIR)
-        return cls(path, config, metrics, created)
+        return cls(path, config, metrics, created, status, total_steps, message)
 
     def write(self) -> None:
         """Rewrite ``run.h5`` atomically with the current config and metrics."""
@@ -234,11 +243,19 @@ class Run:
                 fh.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
                 fh.attrs["versions"] = json.dumps(versions())
                 fh.attrs["config"] = json.dumps(self.config)
+                fh.attrs["status"] = self.status
+                fh.attrs["message"] = self.message
+                if self.total_steps is not None:
+                    fh.attrs["total_steps"] = int(self.total_steps)
                 grp = fh.create_group("metrics")
                 grp.attrs["columns"] = json.dumps(list(self.metrics))
                 for name, values in self.metrics.items():
                     dtype = np.int64 if name in ("step", "epoch") else np.float64
                     grp.create_dataset(name, data=np.asarray(values, dtype=dtype))
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
 
     # --- metrics ---------------------------------------------------------------------------------
     def append_metrics(self, row: dict[str, float]) -> None:
@@ -311,3 +328,42 @@ def _summarize_steps(steps: list[int]) -> str:
     if len(steps) <= 6:
         return ", ".join(map(str, steps))
     return ", ".join(map(str, steps[:3])) + ", ..., " + ", ".join(map(str, steps[-2:]))
+
+
+RESULT_FORMAT = "landscape.result"
+
+
+def result_path(run: Run, step: int, name: str) -> Path:
+    """``analysis/<checkpoint>/<name>.h5`` of a run."""
+    return run.analysis_dir / f"{int(step):08d}" / f"{name}.h5"
+
+
+def save_result(run: Run, step: int, name: str, result: dict[str, Any], **attrs: Any) -> Path:
+    """Store an analysis result (a tree of arrays and numbers) atomically; returns its path."""
+    path = result_path(run, step, name)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as fh:
+            fh.attrs["format"] = RESULT_FORMAT
+            fh.attrs["schema"] = SCHEMA
+            fh.attrs["name"] = name
+            fh.attrs["checkpoint"] = int(step)
+            fh.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            fh.attrs["options"] = json.dumps(attrs)
+            write_tree(fh, "result", result)
+    return path
+
+
+def load_result(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(result tree, options) of a stored analysis result."""
+    fh = open_h5(path, RESULT_FORMAT, "result file")
+    try:
+        with fh:
+            return read_tree(fh["result"]), json.loads(fh.attrs.get("options", "{}"))
+    except (KeyError, ValueError, OSError) as exc:
+        raise LandscapeError(f"cannot read {path}: file is corrupt or incomplete ({exc})") from None
+
+
+def list_results(run: Run) -> list[Path]:
+    if not run.analysis_dir.is_dir():
+        return []
+    return sorted(run.analysis_dir.glob("*/*.h5"))

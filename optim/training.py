@@ -21,11 +21,11 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
-from landscape.data import Dataset, load_dataset
+from landscape.data import Dataset, dataset_from_config, model_from_config
 from landscape.devices import resolve_device
 from landscape.errors import LandscapeError, TrainingDiverged
 from landscape.losses import evaluate, get_loss
-from landscape.models import build_model, check_model_fits, count_parameters, normalize_spec
+from landscape.models import count_parameters, normalize_spec
 from landscape.runs import Checkpoint, Run
 from landscape.seeding import capture_rng_state, restore_rng_state, seed_everything
 
@@ -58,24 +58,6 @@ class TrainResult:
     seconds: float
 
 
-def data_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    data = dict(cfg["data"])
-    name = data.pop("name")
-    return {"name": name, "samples": data.pop("samples", None), "data_dir": data.pop("data_dir", None), **data}
-
-
-def load_run_dataset(cfg: Mapping[str, Any], device: torch.device | None = None) -> Dataset:
-    """The data set a configuration names, on ``device`` when it fits."""
-    return load_dataset(**data_options(cfg), device=device)
-
-
-def build_run_model(cfg: Mapping[str, Any], dataset: Dataset) -> torch.nn.Module:
-    """Build the model a (resolved) configuration describes, for ``dataset``, and check it fits."""
-    model = build_model(cfg["model"], dataset.input_shape, dataset.output_dim)
-    check_model_fits(model, dataset.x_train.cpu(), dataset.output_dim, cfg["model"]["name"], dataset.name)
-    return model
-
-
 def _resolve_schedule(training: dict[str, Any], steps_per_epoch: int) -> int:
     total = training["steps"] if training["steps"] is not None else training["epochs"] * steps_per_epoch
     if training["eval_every"] is None:
@@ -93,7 +75,7 @@ def build_experiment(config: Mapping[str, Any]) -> Experiment:
     training = cfg["training"]
     device = resolve_device(training["device"])
     seed_everything(training["seed"])
-    dataset = load_run_dataset(cfg, device)
+    dataset = dataset_from_config(cfg, device)
     if not cfg["model"].get("name"):
         cfg["model"] = normalize_spec(dataset.meta.get("default_model", {"name": "mlp"})) | cfg["model"]
         if not cfg["model"].get("name"):
@@ -108,7 +90,7 @@ def build_experiment(config: Mapping[str, Any]) -> Experiment:
         cfg["optimizer"]["lr"] = entry.default_lr
     cfg["optimizer"].setdefault("weight_decay", 0.0)
     seed_everything(training["seed"])  # model init does not depend on how the data was made
-    model = build_run_model(cfg, dataset).to(device)
+    model = model_from_config(cfg, dataset).to(device)
     optimizer = build_optimizer(cfg["optimizer"], model.parameters())
     steps_per_epoch = math.ceil(dataset.num_train / training["batch_size"])
     total = _resolve_schedule(training, steps_per_epoch)
@@ -217,10 +199,11 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
     total = exp.total_steps
 
     if resume:
-        run.config = cfg
+        run.config, run.total_steps, run.status, run.message = cfg, total, "running", ""
         start, elapsed = _restore(run, exp)
     else:
         run = Run.create(out, cfg)
+        run.total_steps = total
         start, elapsed = 0, 0.0
         row = _measure(exp, 0, base_lr * lr_factor(0, total, **_schedule_args(training)), 0.0)
         run.append_metrics(row)
@@ -228,6 +211,8 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
         run.save_checkpoint(Checkpoint.from_model(0, 0, exp.model, exp.optimizer, capture_rng_state()))
         console.log(f"{count_parameters(exp.model):,} parameters; " + format_metrics(row, total))
     if start >= total:
+        run.status = "finished"
+        run.write()
         console.log(f"run {out} has already finished its {total} steps")
         return TrainResult(run, run.last_metrics(), 0, 0.0)
 
@@ -260,8 +245,7 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
             loss = optimizer.step(closure)
             loss_value = float(loss.detach()) if loss is not None else math.nan
             if not math.isfinite(loss_value):
-                run.write()
-                raise TrainingDiverged(step + 1, lr)
+                _mark_diverged(run, TrainingDiverged(step + 1, lr))
             done = step + 1
             steps_run += 1
             console.advance(f"loss {loss_value:.4g}")
@@ -269,8 +253,7 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
             if done % training["eval_every"] == 0 or final:
                 row = _measure(exp, done, lr, elapsed + time.perf_counter() - t0)
                 if not math.isfinite(row["train_loss"]):
-                    run.write()
-                    raise TrainingDiverged(done, lr)
+                    _mark_diverged(run, TrainingDiverged(done, lr))
                 model.train()
                 run.append_metrics(row)
                 run.write()
@@ -278,8 +261,16 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
             if done % training["checkpoint_every"] == 0 or final:
                 run.save_checkpoint(Checkpoint.from_model(done, done // exp.steps_per_epoch, model, optimizer,
                                                           capture_rng_state()))
+    run.status = "finished"
+    run.write()
     seconds = time.perf_counter() - t0
     return TrainResult(run, run.last_metrics(), steps_run, seconds)
+
+
+def _mark_diverged(run: Run, error: TrainingDiverged) -> None:
+    run.status, run.message = "diverged", str(error)
+    run.write()
+    raise error
 
 
 def _schedule_args(training: Mapping[str, Any]) -> dict[str, Any]:
