@@ -24,7 +24,7 @@ def _t(array: np.ndarray, dtype=torch.float32) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).to(dtype)
 
 
-def load_rosenbrock(noise: tuple[float, float] | list[float] = (1.0, 1.0), samples: int = 10000,
+def load_rosenbrock(noise: tuple[float, float] | list[float] = (1.0, 1.0), train_samples: int = 10000,
                     seed: int = 0) -> Dataset:
     """Stochastic Rosenbrock function (Yang & Deb 2010; CurveBall paper eq. 19).
 
@@ -38,14 +38,14 @@ def load_rosenbrock(noise: tuple[float, float] | list[float] = (1.0, 1.0), sampl
     if not (0.0 <= a <= b):
         raise ValueError(f"noise must be [a, b] with 0 <= a <= b, got {list(noise)}")
     rng = np.random.default_rng(seed)
-    eps = rng.uniform(a, b, size=(int(samples), 1)) if b > a else np.full((int(samples), 1), a)
-    return Dataset("rosenbrock", _t(eps), torch.zeros(int(samples), 2), torch.ones(1, 1), torch.zeros(1, 2),
+    eps = rng.uniform(a, b, size=(int(train_samples), 1)) if b > a else np.full((int(train_samples), 1), a)
+    return Dataset("rosenbrock", _t(eps), torch.zeros(int(train_samples), 2), torch.ones(1, 1), torch.zeros(1, 2),
                    task="regression", loss="sum_squares",
                    meta={"noise": [a, b], "minimizer": [1.0, 1.0], "minimum": 0.0,
                          "default_model": {"name": "rosenbrock"}})
 
 
-def load_rahimi_recht(dim: int = 6, condition: float = 1e5, samples: int = 1000, test_samples: int = 200,
+def load_rahimi_recht(dim: int = 6, condition: float = 1e5, train_samples: int = 1000, test_samples: int = 200,
                       seed: int = 0) -> Dataset:
     """Rahimi & Recht (2017) ill-conditioned linear regression y = A x for a two-layer linear network.
 
@@ -57,7 +57,7 @@ def load_rahimi_recht(dim: int = 6, condition: float = 1e5, samples: int = 1000,
     rng = np.random.default_rng(seed)
     s = np.logspace(0.0, -math.log10(condition), dim)
     a = _orthogonal(rng, dim, dim) @ np.diag(s) @ _orthogonal(rng, dim, dim).T
-    x = rng.standard_normal((samples, dim))
+    x = rng.standard_normal((train_samples, dim))
     xt = rng.standard_normal((test_samples, dim))
     return Dataset("rahimi-recht", _t(x), _t(x @ a.T), _t(xt), _t(xt @ a.T), task="regression", loss="mse",
                    meta={"A": a.tolist(), "condition": condition, "minimum": 0.0,
@@ -65,7 +65,7 @@ def load_rahimi_recht(dim: int = 6, condition: float = 1e5, samples: int = 1000,
 
 
 def load_quadratic(dim: int = 20, condition: float = 100.0, spectrum: list[float] | None = None,
-                   samples: int | None = None, test_samples: int = 200, seed: int = 0) -> Dataset:
+                   train_samples: int | None = None, test_samples: int = 200, seed: int = 0) -> Dataset:
     """Least squares whose Hessian has exactly the given spectrum.
 
     With X = sqrt(N/2) U diag(sqrt(lambda)) Q^T (U with orthonormal columns) and the MSE loss
@@ -82,9 +82,9 @@ def load_quadratic(dim: int = 20, condition: float = 100.0, spectrum: list[float
         raise ValueError("spectrum must be a non-empty list of numbers")
     if np.any(lam < 0):
         raise ValueError("spectrum must be non-negative (a least-squares Hessian is positive semi-definite)")
-    n = int(samples) if samples is not None else 2 * dim
+    n = int(train_samples) if train_samples is not None else 2 * dim
     if n < dim:
-        raise ValueError(f"samples must be >= dim ({dim})")
+        raise ValueError(f"train_samples must be >= dim ({dim})")
     rng = np.random.default_rng(seed)
     q = _orthogonal(rng, dim, dim)
     w_star = rng.standard_normal(dim)
@@ -96,7 +96,7 @@ def load_quadratic(dim: int = 20, condition: float = 100.0, spectrum: list[float
 
 
 def load_teacher_student(input_dim: int = 20, hidden: int = 32, outputs: int = 1, classes: int | None = None,
-                         samples: int = 1000, test_samples: int = 1000, noise: float = 0.0,
+                         train_samples: int = 1000, test_samples: int = 1000, noise: float = 0.0,
                          activation: str = "tanh", seed: int = 0) -> Dataset:
     """A random one-hidden-layer teacher network labels Gaussian inputs.
 
@@ -110,7 +110,7 @@ def load_teacher_student(input_dim: int = 20, hidden: int = 32, outputs: int = 1
     k = classes if classes else outputs
     w1 = rng.standard_normal((hidden, input_dim)) / math.sqrt(input_dim)
     w2 = rng.standard_normal((k, hidden)) / math.sqrt(hidden)
-    x = rng.standard_normal((samples, input_dim))
+    x = rng.standard_normal((train_samples, input_dim))
     xt = rng.standard_normal((test_samples, input_dim))
     f, ft = acts[activation](x @ w1.T) @ w2.T, acts[activation](xt @ w1.T) @ w2.T
     if classes:
@@ -123,7 +123,7 @@ def load_teacher_student(input_dim: int = 20, hidden: int = 32, outputs: int = 1
                    meta={"teacher_hidden": hidden, "noise": noise})
 
 
-def load_chebyshev(degree: int = 4, samples: int = 20, test_samples: int = 200, seed: int = 0) -> Dataset:
+def load_chebyshev(degree: int = 4, train_samples: int = 20, test_samples: int = 200, seed: int = 0) -> Dataset:
     """1-D regression of the Chebyshev polynomial T_degree(x) = cos(degree arccos x) on [-1, 1].
 
     A cheap full-batch setup for edge-of-stability experiments (few samples, tiny tanh network).
@@ -132,7 +132,7 @@ def load_chebyshev(degree: int = 4, samples: int = 20, test_samples: int = 200, 
     if degree < 0:
         raise ValueError("degree must be >= 0")
     rng = np.random.default_rng(seed)
-    x = np.sort(rng.uniform(-1.0, 1.0, size=(samples, 1)), axis=0)
+    x = np.sort(rng.uniform(-1.0, 1.0, size=(train_samples, 1)), axis=0)
     xt = np.linspace(-1.0, 1.0, test_samples)[:, None]
     cheb = np.polynomial.chebyshev.Chebyshev.basis(degree)
     return Dataset("chebyshev", _t(x), _t(cheb(x)), _t(xt), _t(cheb(xt)), task="regression", loss="mse",
