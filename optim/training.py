@@ -35,6 +35,7 @@ from .schedules import lr_factor
 
 MAX_EVALUATIONS = 200
 TARGET_CHECKPOINTS = 20
+LOG_LINES = 10
 
 
 @dataclass
@@ -220,6 +221,8 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
     batch_size, seed = training["batch_size"], training["seed"]
     model, optimizer = exp.model, exp.optimizer
     model.train()
+    every = training["eval_every"]
+    log_every = every * max(1, math.ceil(total / every / LOG_LINES))  # all rows are stored; ~10 are printed
     order, order_epoch = None, -1
     t0 = time.perf_counter()
     steps_run = 0
@@ -257,7 +260,8 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
                 model.train()
                 run.append_metrics(row)
                 run.write()
-                console.log(format_metrics(row, total))
+                if done % log_every == 0 or final:
+                    console.log(format_metrics(row, total))
             if done % training["checkpoint_every"] == 0 or final:
                 run.save_checkpoint(Checkpoint.from_model(done, done // exp.steps_per_epoch, model, optimizer,
                                                           capture_rng_state()))
