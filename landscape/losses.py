@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -32,6 +33,32 @@ def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def sum_squares(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     residual = _match(output, target) - target
     return residual.reshape(residual.shape[0], -1).pow(2).sum(dim=1).mean()
+
+
+def per_sample(name: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample losses l_n whose mean over the batch is the loss ``name``."""
+    if name == "cross_entropy":
+        return F.cross_entropy(output, target, reduction="none")
+    residual = _match(output, target) - target
+    squares = residual.reshape(residual.shape[0], -1).pow(2)
+    return squares.mean(dim=1) if name == "mse" else squares.sum(dim=1)
+
+
+def sample_targets(name: str, output: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Targets drawn from the model's predictive distribution, for Monte-Carlo Fisher products.
+
+    The loss is read as a negative log-likelihood: cross-entropy -> Categorical(softmax(f));
+    ``mse`` over D outputs -> N(f, D/2 I); ``sum_squares`` -> N(f, I/2). These variances make
+    E[grad l grad l^T] equal the loss Hessian in the outputs, so the Fisher equals the GGN in expectation.
+    """
+    out = output.detach()
+    if name == "cross_entropy":
+        probs = torch.softmax(out.double(), dim=-1).cpu()
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(out.device)
+    dim = out[0].numel()
+    var = dim / 2.0 if name == "mse" else 0.5
+    noise = torch.randn(out.shape, generator=generator, dtype=out.dtype).to(out.device)
+    return out + math.sqrt(var) * noise
 
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {

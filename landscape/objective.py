@@ -1,0 +1,110 @@
+"""The objective: a model's mean loss over a data set as a pure function of (some of) its parameters.
+
+L(theta) = sum_b (n_b / N) l_b(theta), where l_b is the mean loss over batch b of n_b samples, so
+the result is the exact mean over all N samples whatever the batch sizes (a ragged last batch is
+weighted correctly). The model is evaluated with ``torch.func.functional_call`` on a private copy
+(the caller's model is neither switched to eval mode nor re-cast); buffers such as BatchNorm
+statistics are held fixed and the copy runs in eval mode.
+
+Only the selected parameters (``params``; default: all that require grad) are variables; the
+others are constants. Parameters that do not influence the loss are allowed: their gradient and
+curvature rows are zero.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Iterable, Sequence
+
+import torch
+from torch.func import functional_call
+
+from .errors import LandscapeError
+from .losses import get_loss, per_sample
+from .params import ParamLayout
+
+DEFAULT_BATCH_SIZE = 2048
+
+
+class Objective:
+    def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy", *,
+                 batch_size: int | None = None, params: Sequence[str] | None = None,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None):
+        model = copy.deepcopy(model)
+        device = torch.device(device) if device is not None else next(
+            (p.device for p in model.parameters()), x.device)
+        if dtype is not None:
+            model = model.to(dtype)
+            x = x.to(dtype) if x.is_floating_point() else x
+            y = y.to(dtype) if y.is_floating_point() else y
+        model = model.to(device).eval()
+        self.model = model
+        self.loss_name = loss
+        self.loss_fn = get_loss(loss)
+        named = dict(model.named_parameters())
+        selected = list(params) if params is not None else [n for n, p in named.items() if p.requires_grad]
+        unknown = [n for n in selected if n not in named]
+        if unknown:
+            raise LandscapeError(f"model has no parameter {unknown[0]!r}")
+        if not selected:
+            raise LandscapeError("no parameters selected for differentiation")
+        self.layout = ParamLayout.from_tensors({n: named[n] for n in selected})
+        self.theta = {n: named[n].detach() for n in self.layout.names}
+        self.frozen = {n: p.detach() for n, p in named.items() if n not in self.theta}
+        self.frozen.update({n: b.detach() for n, b in model.named_buffers()})
+        n = x.shape[0]
+        if n == 0:
+            raise LandscapeError("the objective needs at least one sample")
+        bs = min(n, batch_size or DEFAULT_BATCH_SIZE)
+        if bs <= 0:
+            raise LandscapeError(f"batch size must be positive, got {batch_size}")
+        x, y = x.to(device), y.to(device)
+        self.batches = [(x[i:i + bs], y[i:i + bs]) for i in range(0, n, bs)]
+        self.weights = [b[0].shape[0] / n for b in self.batches]
+        self.num_samples = n
+        self.device = device
+        self.dtype = next(iter(self.theta.values())).dtype
+
+    # --- structure ---------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.layout.dim
+
+    def restrict(self, names: Iterable[str]) -> "Objective":
+        """The same objective with only ``names`` as variables (the others held at their values)."""
+        names = list(names)
+        layout = self.layout.subset(names)
+        other = copy.copy(self)
+        other.layout = layout
+        other.theta = {n: self.theta[n] for n in layout.names}
+        other.frozen = {**self.frozen, **{n: t for n, t in self.theta.items() if n not in other.theta}}
+        return other
+
+    def point(self) -> torch.Tensor:
+        """The current parameters as a flat vector."""
+        return self.layout.flatten(self.theta)
+
+    # --- evaluation --------------------------------------------------------------------------------
+    def output(self, theta: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model, {**self.frozen, **theta}, (x,))
+
+    def batch_loss(self, theta: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(self.output(theta, x), y)
+
+    def batch_per_sample(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return per_sample(self.loss_name, output, y)
+
+    @torch.no_grad()
+    def value(self) -> float:
+        """L(theta) over all samples."""
+        return float(sum(w * self.batch_loss(self.theta, x, y) for (x, y), w in zip(self.batches, self.weights)))
+
+    def gradient(self) -> torch.Tensor:
+        """Flat gradient of L at the current point."""
+        total = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
+        for (x, y), w in zip(self.batches, self.weights):
+            leaves = {n: t.detach().requires_grad_() for n, t in self.theta.items()}
+            loss = self.batch_loss(leaves, x, y)
+            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True, materialize_grads=True)
+            total += w * self.layout.flatten(list(grads))
+        return total

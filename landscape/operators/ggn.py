@@ -1,0 +1,81 @@
+"""Generalized Gauss-Newton products G v = J^T H_out J v (Schraudolph 2002; Martens 2010).
+
+J is the Jacobian of the model outputs f(x_n; theta) with respect to theta and H_out the Hessian of
+the loss with respect to the outputs (block diagonal over samples; for cross-entropy diag(p) - p p^T,
+for squared errors a multiple of I). One product: J v by forward-mode AD (``jvp``), H_out (J v) by a
+Hessian-vector product of the loss in output space, and J^T (.) by a reverse pass whose graph is
+cached per batch like the Hessian's. G is positive semi-definite for convex losses, and equals the
+Hessian when the model is linear in theta.
+"""
+
+from __future__ import annotations
+
+
+import torch
+from torch.func import grad, jvp
+
+from ..objective import Objective
+from .base import CurvatureOperator
+from .memory import graph_cache_budget, saved_tensor_bytes
+
+
+class OutputSpaceOperator(CurvatureOperator):
+    """Shared machinery for J^T M J products with per-batch output-space matrices M."""
+
+    def __init__(self, objective: Objective, cache: str | bool = "auto"):
+        super().__init__(objective)
+        self.cache = cache
+        self._linearizations: dict[int, tuple] = {}
+        self._bytes: int | None = None
+
+    def _linearization(self, b: int):
+        """(outputs, vjp function) of batch b, cached while the graph memory fits the budget."""
+        if b in self._linearizations:
+            return self._linearizations[b]
+        obj = self.objective
+        x, _ = obj.batches[b]
+        leaves = {n: t.detach().requires_grad_() for n, t in obj.theta.items()}
+        with saved_tensor_bytes() as counter:
+            out = obj.output(leaves, x)
+        if self._bytes is None:
+            self._bytes = counter.bytes
+        keep = self.cache is True or (self.cache == "auto" and
+                                      (len(self._linearizations) + 1) * self._bytes <= graph_cache_budget(self.device))
+
+        def pullback(u: torch.Tensor) -> list[torch.Tensor]:
+            return list(torch.autograd.grad(out, list(leaves.values()), grad_outputs=u, retain_graph=keep,
+                                            allow_unused=True, materialize_grads=True))
+
+        entry = (out.detach(), pullback)
+        if keep:
+            self._linearizations[b] = entry
+        return entry
+
+    def _jvp_rows(self, b: int, rows: torch.Tensor) -> list[torch.Tensor]:
+        obj = self.objective
+        x, _ = obj.batches[b]
+        return [jvp(lambda th: obj.output(th, x), (obj.theta,), (obj.layout.unflatten(r),))[1] for r in rows]
+
+    def _output_product(self, b: int, out: torch.Tensor, jv: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _batch_rows(self, b: int, rows: torch.Tensor) -> torch.Tensor:
+        out, pullback = self._linearization(b)
+        layout = self.objective.layout
+        result = []
+        for jv in self._jvp_rows(b, rows):
+            result.append(layout.flatten(pullback(self._output_product(b, out, jv))))
+        return torch.stack(result)
+
+
+class GGNOperator(OutputSpaceOperator):
+    def _options(self) -> dict:
+        return {"cache": self.cache}
+
+    def _output_product(self, b: int, out: torch.Tensor, jv: torch.Tensor) -> torch.Tensor:
+        obj = self.objective
+        _, y = obj.batches[b]
+        return jvp(grad(lambda z: obj.loss_fn(z, y)), (out,), (jv,))[1]
+
+
+__all__ = ["GGNOperator", "OutputSpaceOperator"]

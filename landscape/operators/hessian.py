@@ -1,0 +1,146 @@
+"""Hessian-vector products H v of the objective, H = d^2 L / d theta^2 (Pearlmutter 1994).
+
+Two exact ways, chosen per device by measurement (``method="auto"``), the other kept as fallback:
+
+- ``double-backward``: g = dL/dtheta with ``create_graph=True``, then H v = d(g . v)/dtheta. The
+  gradient graph of each batch is **cached** across products while the estimated graph memory
+  (saved tensors, measured on the first batch) fits the budget, so a product then costs one
+  backward pass through the gradient graph and no new forward pass.
+- ``forward-over-reverse``: H v = jvp(grad L)(theta; v) with ``torch.func`` (keeps no graph).
+
+Calibration uses real products: the first product builds the graph, the second is computed with
+both methods and timed, and the faster method is used from then on. Likewise, the first product
+block of four or more columns is split to time looping against batching (``is_grads_batched`` /
+``vmap``) over the columns.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch.func import grad, jvp, vmap
+
+from ..objective import Objective
+from .base import CurvatureOperator
+from .memory import graph_cache_budget, saved_tensor_bytes
+
+METHODS = ("auto", "double-backward", "forward-over-reverse")
+
+
+class HessianOperator(CurvatureOperator):
+    def __init__(self, objective: Objective, method: str = "auto", cache: str | bool = "auto",
+                 batched: str | bool = "auto"):
+        super().__init__(objective)
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}")
+        self.method = method
+        self.cache = cache
+        self.batched = batched
+        self.calibration: dict[str, float] = {}  # seconds per column product, by method / strategy
+        self._graphs: dict[int, tuple] = {}
+        self._graph_bytes: int | None = None
+        self._warm = False
+
+    def _options(self) -> dict:
+        return {"method": self.method, "cache": self.cache, "batched": self.batched}
+
+    # --- double backward ---------------------------------------------------------------------------
+    def _graph(self, b: int) -> tuple[tuple, bool]:
+        if b in self._graphs:
+            return self._graphs[b], True
+        obj = self.objective
+        x, y = obj.batches[b]
+        leaves = {n: t.detach().requires_grad_() for n, t in obj.theta.items()}
+        with saved_tensor_bytes() as counter:
+            loss = obj.batch_loss(leaves, x, y)
+            grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
+        used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        graph = (list(leaves.values()), [grads[i] for i in used], used)
+        if self._graph_bytes is None:
+            self._graph_bytes = counter.bytes
+        keep = self.cache is True or (self.cache == "auto" and
+                                      (len(self._graphs) + 1) * self._graph_bytes <= graph_cache_budget(self.device))
+        if keep:
+            self._graphs[b] = graph
+        return graph, keep
+
+    def _double_backward(self, b: int, rows: torch.Tensor, batched: bool) -> torch.Tensor:
+        (leaves, grads, used), keep = self._graph(b)
+        layout = self.objective.layout
+        if not used:  # the loss is at most linear in these parameters
+            return torch.zeros_like(rows)
+        parts = layout.unflatten(rows)
+        outputs = [parts[layout.names[i]] for i in used]
+        if batched:
+            outs = torch.autograd.grad(grads, leaves, grad_outputs=outputs, retain_graph=keep,
+                                       is_grads_batched=True, allow_unused=True)
+            k = rows.shape[0]
+            return layout.flatten([o if o is not None else leaf.new_zeros((k, *leaf.shape))
+                                   for o, leaf in zip(outs, leaves)])
+        result = []
+        for k in range(rows.shape[0]):
+            outs = torch.autograd.grad(grads, leaves, grad_outputs=[o[k] for o in outputs],
+                                       retain_graph=keep or k < rows.shape[0] - 1, allow_unused=True,
+                                       materialize_grads=True)
+            result.append(layout.flatten(list(outs)))
+        return torch.stack(result)
+
+    # --- forward over reverse ----------------------------------------------------------------------
+    def _forward_over_reverse(self, b: int, rows: torch.Tensor, batched: bool) -> torch.Tensor:
+        obj = self.objective
+        x, y = obj.batches[b]
+        layout = obj.layout
+        gradient = grad(lambda th: obj.batch_loss(th, x, y))
+
+        def hvp(row: torch.Tensor) -> torch.Tensor:
+            return layout.flatten(jvp(gradient, (obj.theta,), (layout.unflatten(row),))[1])
+
+        if batched:
+            return vmap(hvp)(rows)
+        return torch.stack([hvp(r) for r in rows])
+
+    # --- products over all batches -----------------------------------------------------------------
+    def _products(self, method: str, rows: torch.Tensor, batched: bool) -> torch.Tensor:
+        fn = self._double_backward if method == "double-backward" else self._forward_over_reverse
+        total = torch.zeros_like(rows)
+        for b, weight in enumerate(self.objective.weights):
+            total += weight * fn(b, rows, batched and rows.shape[0] > 1)
+        return total
+
+    def _timed(self, key: str, method: str, rows: torch.Tensor, batched: bool) -> torch.Tensor:
+        t0 = time.perf_counter()
+        out = self._products(method, rows, batched)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.calibration[key] = (time.perf_counter() - t0) / rows.shape[0]
+        return out
+
+    def _matmat_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter()
+        parts = []
+        if self.method == "auto":
+            if not self._warm:  # first product: builds (and maybe caches) the gradient graphs
+                parts.append(self._products("double-backward", rows[:1], False))
+                rows, self._warm = rows[1:], True
+            if rows.shape[0]:
+                parts.append(self._timed("double-backward", "double-backward", rows[:1], False))
+                self._timed("forward-over-reverse", "forward-over-reverse", rows[:1], False)
+                self.method = min(("double-backward", "forward-over-reverse"), key=self.calibration.__getitem__)
+                rows = rows[1:]
+        if rows.shape[0] and self.method != "auto":
+            parts.append(self._columns(rows))
+        self.seconds += time.perf_counter() - t0
+        return torch.cat(parts) if parts else rows
+
+    def _columns(self, rows: torch.Tensor) -> torch.Tensor:
+        """Products for several columns: loop or batch, the choice measured once on real columns."""
+        if isinstance(self.batched, bool) or rows.shape[0] < 4:
+            return self._products(self.method, rows, self.batched is True)
+        loop_key, batch_key = f"{self.method}:loop", f"{self.method}:batched"
+        if batch_key in self.calibration:
+            return self._products(self.method, rows, self.calibration[batch_key] < self.calibration[loop_key])
+        first = self._timed(loop_key, self.method, rows[:2], False)
+        second = self._timed(batch_key, self.method, rows[2:4], True)
+        rest = self._columns(rows[4:]) if rows.shape[0] > 4 else rows[:0]
+        return torch.cat([first, second, rest])
