@@ -27,7 +27,9 @@ def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(_match(output, target), target)
+    # written out rather than F.mse_loss, whose double derivative fails under forward-mode AD
+    # ("ZeroTensors are immutable" in jvp(grad(.)) on torch 2.13)
+    return (_match(output, target) - target).pow(2).mean()
 
 
 def sum_squares(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

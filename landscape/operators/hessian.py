@@ -125,7 +125,10 @@ class HessianOperator(CurvatureOperator):
                 rows, self._warm = rows[1:], True
             if rows.shape[0]:
                 parts.append(self._timed("double-backward", "double-backward", rows[:1], False))
-                self._timed("forward-over-reverse", "forward-over-reverse", rows[:1], False)
+                try:
+                    self._timed("forward-over-reverse", "forward-over-reverse", rows[:1], False)
+                except RuntimeError:  # an operator without a forward-mode rule: keep the fallback
+                    self.calibration["forward-over-reverse"] = float("inf")
                 self.method = min(("double-backward", "forward-over-reverse"), key=self.calibration.__getitem__)
                 rows = rows[1:]
         if rows.shape[0] and self.method != "auto":

@@ -1,0 +1,134 @@
+"""Stochastic trace, squared Frobenius norm and diagonal estimates with standard errors.
+
+Hutchinson (1989): for probes v with E[v v^T] = I (Rademacher +-1 or Gaussian),
+  tr(A) = E[v^T A v],   ||A||_F^2 = tr(A^2) = E[||A v||^2],   diag(A) = E[v * A v] (Rademacher; Bekas et al. 2007).
+One product A v serves all three. Probes are drawn in blocks (one ``matmat`` per block, sharing the
+batch graphs) until the standard error of the trace, s / sqrt(m) with s the sample standard
+deviation, is at most ``max(atol, rtol * |estimate|)`` (after ``min_probes``), or ``max_probes``.
+
+Hutch++ (Meyer, Musco, Musco & Woodruff 2021): sketch the range of A with Q = orth(A S) for s
+random columns, take tr(Q^T A Q) exactly and apply Hutchinson only to the deflated remainder
+P A P with P = I - Q Q^T, so the outlier eigenvalues that dominate a Hessian's variance cost nothing.
+Its standard error is that of the remainder's samples (conditional on the sketch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from landscape.operators.base import LinearOperator
+
+from .probes import generator, probes
+
+
+@dataclass
+class Estimate:
+    estimate: float
+    stderr: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"estimate": self.estimate, "stderr": self.stderr}
+
+
+@dataclass
+class TraceResult:
+    estimate: float
+    stderr: float
+    probes: int
+    products: int
+    converged: bool
+    method: str
+    samples: np.ndarray = field(repr=False)
+    frobenius: Estimate | None = None        # tr(A^2) (Hutchinson only)
+    diagonal: torch.Tensor | None = None     # (n,) mean of v * A v (Hutchinson only)
+    diagonal_stderr: torch.Tensor | None = None
+
+    def as_dict(self) -> dict:
+        return {"estimate": self.estimate, "stderr": self.stderr, "probes": self.probes, "products": self.products,
+                "converged": self.converged, "method": self.method}
+
+
+def _stderr(samples: list[float]) -> float:
+    if len(samples) < 2:
+        return math.inf
+    return float(np.std(samples, ddof=1) / math.sqrt(len(samples)))
+
+
+def _done(samples: list[float], base: float, rtol: float, atol: float, min_probes: int) -> bool:
+    if len(samples) < max(2, min_probes):
+        return False
+    return _stderr(samples) <= max(atol, rtol * abs(base + float(np.mean(samples))))
+
+
+def hutchinson(op: LinearOperator, *, rtol: float = 1e-2, atol: float = 0.0, min_probes: int = 10,
+               max_probes: int = 1000, block: int = 8, seed: int = 0, distribution: str = "rademacher",
+               frobenius: bool = False, diagonal: bool = False) -> TraceResult:
+    """Hutchinson trace with a standard-error stopping rule; optionally tr(A^2) and diag(A) from the same probes."""
+    n = op.shape[0]
+    gen = generator(seed)
+    before = op.num_products
+    trace, frob = [], []
+    diag_sum = torch.zeros(n, dtype=torch.float64, device=op.device)
+    diag_sq = torch.zeros(n, dtype=torch.float64, device=op.device)
+    while len(trace) < max_probes and not _done(trace, 0.0, rtol, atol, min_probes):
+        k = min(block, max_probes - len(trace))
+        V = probes(n, k, gen, distribution, torch.float64, op.device)
+        AV = op.matmat(V.to(op.dtype)).to(torch.float64)
+        trace.extend((V * AV).sum(0).tolist())
+        if frobenius:
+            frob.extend((AV * AV).sum(0).tolist())
+        if diagonal:
+            d = V * AV
+            diag_sum += d.sum(1)
+            diag_sq += (d * d).sum(1)
+    m = len(trace)
+    result = TraceResult(float(np.mean(trace)), _stderr(trace), m, op.num_products - before,
+                         _done(trace, 0.0, rtol, atol, min_probes), "hutchinson", np.asarray(trace))
+    if frobenius:
+        result.frobenius = Estimate(float(np.mean(frob)), _stderr(frob))
+    if diagonal:
+        mean = diag_sum / m
+        var = (diag_sq / m - mean * mean).clamp_min(0) * (m / max(m - 1, 1))
+        result.diagonal, result.diagonal_stderr = mean, (var / m).sqrt()
+    return result
+
+
+def hutchpp(op: LinearOperator, *, sketch: int = 16, rtol: float = 1e-2, atol: float = 0.0, min_probes: int = 10,
+            max_probes: int = 1000, block: int = 8, seed: int = 0, distribution: str = "rademacher") -> TraceResult:
+    """Hutch++ with a sketch of ``sketch`` columns and an adaptive number of remainder probes."""
+    n = op.shape[0]
+    gen = generator(seed)
+    before = op.num_products
+    s = min(sketch, n)
+    S = probes(n, s, gen, distribution, torch.float64, op.device)
+    Q, _ = torch.linalg.qr(op.matmat(S.to(op.dtype)).to(torch.float64))
+    exact = float(torch.trace(Q.T @ op.matmat(Q.to(op.dtype)).to(torch.float64)))
+    remainder: list[float] = []
+    if s < n:
+        while len(remainder) < max_probes and not _done(remainder, exact, rtol, atol, min_probes):
+            k = min(block, max_probes - len(remainder))
+            G = probes(n, k, gen, distribution, torch.float64, op.device)
+            PG = G - Q @ (Q.T @ G)
+            APG = op.matmat(PG.to(op.dtype)).to(torch.float64)
+            remainder.extend((PG * APG).sum(0).tolist())
+    rest = float(np.mean(remainder)) if remainder else 0.0
+    stderr = _stderr(remainder) if s < n else 0.0
+    converged = s >= n or _done(remainder, exact, rtol, atol, min_probes)
+    return TraceResult(exact + rest, stderr, len(remainder), op.num_products - before, converged, "hutch++",
+                       np.asarray(remainder) + exact)
+
+
+def exact_diagonal(op: LinearOperator, chunk: int = 64) -> torch.Tensor:
+    """diag(A) from n products with unit vectors (small models, reference values)."""
+    n = op.shape[0]
+    out = torch.empty(n, dtype=torch.float64, device=op.device)
+    for i in range(0, n, chunk):
+        j = min(n, i + chunk)
+        E = torch.zeros(n, j - i, dtype=op.dtype, device=op.device)
+        E[torch.arange(i, j), torch.arange(j - i)] = 1
+        out[i:j] = op.matmat(E)[torch.arange(i, j), torch.arange(j - i)].to(torch.float64)
+    return out

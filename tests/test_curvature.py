@@ -1,0 +1,212 @@
+"""Curvature operators and estimators against exact dense answers."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import ndtr
+
+from landscape.analysis.density import slq
+from landscape.analysis.lanczos import lanczos
+from landscape.analysis.power import power_iteration
+from landscape.analysis.trace import exact_diagonal, hutchinson, hutchpp
+from landscape.data import load_dataset
+from landscape.objective import Objective
+from landscape.operators import DenseOperator, FisherOperator, GGNOperator, HessianOperator
+
+
+def _cnn():
+    return torch.nn.Sequential(torch.nn.Unflatten(1, (1, 40)), torch.nn.Conv1d(1, 4, 5, stride=2),
+                               torch.nn.BatchNorm1d(4), torch.nn.ReLU(), torch.nn.Conv1d(4, 4, 3, stride=2),
+                               torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(32, 10))
+
+
+MODELS = {
+    "tanh-mlp": lambda: torch.nn.Sequential(torch.nn.Linear(40, 16), torch.nn.Tanh(), torch.nn.Linear(16, 10)),
+    "relu-mlp": lambda: torch.nn.Sequential(torch.nn.Linear(40, 12), torch.nn.ReLU(), torch.nn.Linear(12, 12),
+                                            torch.nn.ReLU(), torch.nn.Linear(12, 10)),
+    "bn-cnn": _cnn,
+}
+
+
+def _trained(name):
+    ds = load_dataset("mnist1d", samples=256)
+    torch.manual_seed(0)
+    model = MODELS[name]()
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(150):  # train mode: BatchNorm running statistics become non-trivial
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(ds.x_train), ds.y_train).backward()
+        opt.step()
+    return model, ds
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def case(request):
+    model, ds = _trained(request.param)
+    obj = Objective(model, ds.x_train, ds.y_train, "cross_entropy", dtype=torch.float64)
+    ref = model.double().eval()  # independent reference: dense autograd Hessian of the eval-mode loss
+    names = obj.layout.names
+    buffers = dict(ref.named_buffers())
+
+    def loss(flat):
+        params = obj.layout.unflatten(flat)
+        out = torch.func.functional_call(ref, {**params, **buffers}, (ds.x_train.double(),))
+        return torch.nn.functional.cross_entropy(out, ds.y_train)
+
+    dense = torch.autograd.functional.hessian(loss, obj.point(), vectorize=True)
+    assert names and dense.shape == (obj.dim, obj.dim)
+    evals = torch.linalg.eigvalsh(dense).numpy()
+    return {"name": request.param, "model": model, "ds": ds, "obj": obj, "dense": dense, "evals": evals}
+
+
+@pytest.mark.parametrize("method", ["double-backward", "forward-over-reverse", "auto"])
+def test_hessian_products_equal_dense(case, method):
+    H = HessianOperator(case["obj"], method=method)
+    err = (H.to_dense() - case["dense"]).abs().max()
+    assert err <= 1e-10 * case["dense"].abs().max()
+    assert H.method in ("double-backward", "forward-over-reverse")
+
+
+def test_lanczos_top5_and_most_negative(case):
+    evals = case["evals"]
+    top = lanczos(HessianOperator(case["obj"]), k=5, tol=1e-8)
+    assert top.converged and top.eigenvalues.tolist() == sorted(top.eigenvalues.tolist(), reverse=True)
+    assert np.allclose(top.eigenvalues, evals[::-1][:5], rtol=1e-6, atol=0)
+    neg = lanczos(HessianOperator(case["obj"]), k=1, which="SA", tol=1e-8, max_iter=400)
+    assert evals[0] < 0, "these trained nets have negative curvature"
+    assert abs(neg.eigenvalues[0] - evals[0]) <= 1e-6 * abs(evals).max()
+    # float32 products (the default precision) still give the top-5 to 1e-4 relative
+    model, ds = case["model"], case["ds"]
+    obj32 = Objective(model.float(), ds.x_train, ds.y_train, "cross_entropy")
+    top32 = lanczos(HessianOperator(obj32), k=5, tol=1e-5)
+    assert np.allclose(top32.eigenvalues, evals[::-1][:5], rtol=1e-4, atol=0)
+    model.double()
+    # eigenvector of the top eigenvalue
+    u = torch.linalg.eigh(case["dense"]).eigenvectors[:, -1]
+    assert abs(float(top.eigenvectors[:, 0] @ u)) > 1 - 1e-6
+
+
+def test_power_iteration_agrees_but_costs_more(case):
+    H = HessianOperator(case["obj"])
+    pw = power_iteration(H, k=2, tol=1e-7, max_iter=5000)
+    mags = np.sort(np.abs(case["evals"]))[::-1][:2]
+    assert np.allclose(np.abs(pw.eigenvalues), mags, rtol=1e-4)
+    lz = lanczos(HessianOperator(case["obj"]), k=2, tol=1e-7)
+    assert lz.products < pw.products
+
+
+def test_trace_frobenius_diagonal_against_exact(case):
+    dense = case["dense"]
+    H = HessianOperator(case["obj"])
+    exact_trace = float(torch.trace(dense))
+    res = hutchinson(H, rtol=0.0, atol=0.0, max_probes=400, block=50, frobenius=True, diagonal=True, seed=3)
+    assert res.probes == 400 and abs(res.estimate - exact_trace) <= 3 * res.stderr
+    frob = float((dense * dense).sum())
+    assert abs(res.frobenius.estimate - frob) <= 3 * res.frobenius.stderr
+    assert abs(res.frobenius.estimate - frob) <= 0.1 * frob
+    diag = torch.diagonal(dense)
+    assert torch.allclose(exact_diagonal(H), diag, rtol=0, atol=1e-10 * float(diag.abs().max()))
+    within = ((res.diagonal - diag).abs() <= 3 * res.diagonal_stderr + 1e-12).double().mean()
+    assert within >= 0.95
+
+
+def test_estimators_converge_to_exact():
+    model, ds = _trained("tanh-mlp")
+    obj = Objective(model, ds.x_train, ds.y_train, dtype=torch.float64)
+    dense = HessianOperator(obj).to_dense()
+    A = DenseOperator(dense)
+    diag, frob = torch.diagonal(dense), float((dense * dense).sum())
+    errors = {}
+    for m in (25, 1600):
+        r = hutchinson(A, rtol=0, max_probes=m, block=m, frobenius=True, diagonal=True, seed=1)
+        errors[m] = (float((r.diagonal - diag).norm() / diag.norm()), abs(r.frobenius.estimate - frob) / frob)
+    assert errors[1600][0] < 0.3 * errors[25][0]  # 1/sqrt(64) = 0.125 expected
+    assert errors[1600][0] < 0.1 and errors[1600][1] < 0.02
+
+
+def test_trace_standard_errors_cover_the_truth():
+    """|estimate - tr(H)| <= 3 stderr in at least 95 of 100 seeds, for Hutchinson and Hutch++."""
+    model, ds = _trained("relu-mlp")
+    obj = Objective(model, ds.x_train, ds.y_train, dtype=torch.float64)
+    dense = HessianOperator(obj).to_dense()
+    A, exact = DenseOperator(dense), float(torch.trace(dense))
+    for estimator in (hutchinson, hutchpp):
+        hits, ses = 0, []
+        for seed in range(100):
+            r = estimator(A, rtol=0.02, min_probes=20, block=10, seed=seed)
+            hits += abs(r.estimate - exact) <= 3 * r.stderr
+            ses.append(r.stderr)
+        assert hits >= 95, (estimator.__name__, hits)
+        assert np.median(ses) <= 0.03 * abs(exact)
+
+
+def test_slq_density_cdf_matches_exact(case):
+    evals = case["evals"]
+    density = slq(HessianOperator(case["obj"]), num_runs=10, num_steps=80, seed=0)
+    assert np.allclose(density.weights.sum(1), 1.0)
+    sigma = density.default_sigma()
+    t = np.linspace(evals.min() - 5 * sigma, evals.max() + 5 * sigma, 20000)
+    exact_cdf = ndtr((t[:, None] - evals[None, :]) / sigma).mean(1)
+    assert np.abs(density.smoothed_cdf(t, sigma) - exact_cdf).max() <= 0.05
+    grid, values = density.smooth(num_points=4000)
+    assert abs(np.trapezoid(values, grid) - 1.0) < 1e-3
+
+
+def test_ggn_equals_hessian_for_linear_model_with_mse():
+    ds = load_dataset("quadratic", spectrum=[0.5, 2.0, 3.0, 7.0], train_samples=9)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 1))
+    obj = Objective(model, ds.x_train, ds.y_train, "mse", dtype=torch.float64)
+    H, G = HessianOperator(obj).to_dense(), GGNOperator(obj).to_dense()
+    assert torch.allclose(H, G, atol=1e-12)
+    x = torch.cat([ds.x_train.double(), torch.ones(9, 1, dtype=torch.float64)], 1)
+    assert torch.allclose(H, 2 * x.T @ x / 9, atol=1e-12)  # closed form, weights and bias
+    ev = torch.linalg.eigvalsh(H[:4, :4])
+    assert torch.allclose(ev, torch.tensor([0.5, 2.0, 3.0, 7.0], dtype=torch.float64), rtol=1e-5)
+
+
+def test_fisher_equals_ggn_for_cross_entropy_in_expectation():
+    model, ds = _trained("tanh-mlp")
+    obj = Objective(model, ds.x_train[:64], ds.y_train[:64], dtype=torch.float64)
+    G = GGNOperator(obj).to_dense()
+    errors = [float((FisherOperator(obj, "mc", mc_samples=s, seed=1).to_dense() - G).norm() / G.norm())
+              for s in (16, 1024)]
+    assert errors[1] < 0.25 * errors[0] and errors[1] < 0.12  # 1/sqrt(S) convergence (0.125 expected): no bias
+    # empirical Fisher: (1/N) sum_n g_n g_n^T with per-sample gradients
+    E = FisherOperator(obj, "empirical").to_dense()
+    per_sample = torch.stack([Objective(model, ds.x_train[i:i + 1], ds.y_train[i:i + 1], dtype=torch.float64)
+                              .gradient() for i in range(64)])
+    assert torch.allclose(E, per_sample.T @ per_sample / 64, atol=1e-12)
+
+
+def test_unused_parameters_give_zero_rows():
+    model = torch.nn.Sequential(torch.nn.Linear(40, 8), torch.nn.Tanh(), torch.nn.Linear(8, 10))
+    model.register_parameter("frozen_head", torch.nn.Parameter(torch.randn(5)))
+    ds = load_dataset("mnist1d", samples=64)
+    obj = Objective(model, ds.x_train, ds.y_train, dtype=torch.float64)
+    sl = obj.layout.slice("frozen_head")
+    for op in (HessianOperator(obj, method="double-backward"), HessianOperator(obj, method="forward-over-reverse"),
+               HessianOperator(obj, batched=True), GGNOperator(obj), FisherOperator(obj, "empirical")):
+        D = op.to_dense()
+        assert torch.all(D[sl] == 0) and torch.all(D[:, sl] == 0) and D.abs().sum() > 0
+    assert lanczos(HessianOperator(obj), k=2).converged
+
+
+def test_blocks_batches_scipy_and_determinism(case):
+    obj, dense = case["obj"], case["dense"]
+    H = HessianOperator(obj)
+    for group, block in H.blocks().items():
+        names = obj.layout.groups()[group]
+        idx = torch.cat([torch.arange(obj.dim)[obj.layout.slice(n)] for n in names])
+        assert torch.allclose(block.to_dense(), dense[idx][:, idx], atol=1e-12)
+    ragged = Objective(case["model"], case["ds"].x_train, case["ds"].y_train, dtype=torch.float64, batch_size=100)
+    assert len(ragged.batches) == 3
+    assert torch.allclose(HessianOperator(ragged, cache=False).to_dense(), dense, atol=1e-12)
+    from scipy.sparse.linalg import eigsh
+
+    vals = np.sort(eigsh(HessianOperator(obj).to_scipy(), k=3, which="LA", tol=1e-10)[0])[::-1]
+    assert np.allclose(vals, case["evals"][::-1][:3], rtol=1e-8)
+    pinned = dict(method="double-backward", batched=False)  # bitwise determinism needs a fixed product path
+    a, b = lanczos(HessianOperator(obj, **pinned), k=3, seed=5), lanczos(HessianOperator(obj, **pinned), k=3, seed=5)
+    assert np.array_equal(a.eigenvalues, b.eigenvalues) and a.products == b.products
+    t1, t2, t3 = (hutchinson(HessianOperator(obj, **pinned), seed=s, min_probes=16) for s in (1, 1, 2))
+    assert t1.estimate == t2.estimate and t1.estimate != t3.estimate
