@@ -6,7 +6,8 @@ T_m, computed in float64) approximate the extreme eigenvalues of A; the Ritz pai
 has residual ||A y_i - theta_i y_i|| = beta_m |s_i[m]| (Golub & Van Loan, Sec. 10.1). Every new
 vector is orthogonalized against the whole basis twice ("twice is enough", Parlett), which keeps the
 basis orthogonal to working precision and avoids the ghost eigenvalues of plain Lanczos.
-Iteration stops when the wanted Ritz residuals are below ``tol * |theta_i|``.
+Iteration stops when the wanted Ritz residuals are below ``tol * max(|theta_i|, 1e-3 |theta|_max)``;
+the eigenvalue error is then of order residual^2 / gap, far below the residual itself.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ def lanczos(op: LinearOperator, k: int = 1, which: str = "LA", tol: float = 1e-6
         if it >= k or not more:
             theta, s, residual = proc.ritz()
             idx = _wanted(theta, k, which)
-            floor = 1e-10 * max(np.abs(theta).max(), 1e-300)
+            # relative to |theta_i|, but eigenvalues below 1e-3 of the spectral scale are judged on that scale
+            floor = 1e-3 * max(np.abs(theta).max(), 1e-300)
             if np.all(residual[idx] <= tol * np.maximum(np.abs(theta[idx]), floor)):
                 converged = True
                 break

@@ -5,8 +5,10 @@ from __future__ import annotations
 import click
 
 from landscape.analysis import evaluate_checkpoint, load_checkpoint_model, resolve_steps
+from landscape.analysis.curvature import CurvatureOptions, curvature_analysis, json_view
+from landscape.analysis.pyhessian_backend import pyhessian_analysis
 from landscape.errors import LandscapeError
-from landscape.runs import Run, save_result
+from landscape.runs import Run, save_result, update_result
 
 from .common import echo_err, print_json
 
@@ -23,43 +25,119 @@ def parse_samples(value: str | None) -> int | None:
     return n
 
 
+def describe(step: int, result: dict) -> str:
+    lines = [f"checkpoint {step}:"]
+    if "evaluation" in result:
+        ev = result["evaluation"]
+        line = f"  train loss {ev['train_loss']:.4g}, test loss {ev['test_loss']:.4g}"
+        if "train_acc" in ev:
+            line += f", train acc {100 * ev['train_acc']:.2f}%, test acc {100 * ev['test_acc']:.2f}%"
+        lines.append(line)
+    name = result.get("curvature", "hessian")
+    if "eigenvalues" in result:
+        lines.append(f"  top {name} eigenvalues: " + ", ".join(f"{v:.6g}" for v in result["eigenvalues"]))
+    if "smallest_eigenvalues" in result:
+        lines.append("  smallest eigenvalues: " + ", ".join(f"{v:.6g}" for v in result["smallest_eigenvalues"]))
+    if "trace" in result:
+        tr = result["trace"]
+        se = f" +- {tr['stderr']:.3g}" if tr.get("stderr") is not None else ""
+        lines.append(f"  trace {tr['estimate']:.6g}{se} ({tr.get('probes', '?')} probes)")
+    if "frobenius_squared" in result:
+        fr = result["frobenius_squared"]
+        lines.append(f"  tr(H^2) {fr['estimate']:.6g} +- {fr['stderr']:.3g}")
+    if "diagonal" in result:
+        lines.append(f"  diagonal: sum {result['diagonal']['sum']:.6g} ({result['diagonal']['probes']} probes)")
+    if "density" in result:
+        lines.append(f"  density: {len(result['density']['grid'])} points, negative mass "
+                     f"{result['density']['negative_mass']:.3g}")
+    for group, layer in result.get("per_layer", {}).items():
+        parts = []
+        if "eigenvalues" in layer:
+            parts.append("eigenvalues " + ", ".join(f"{v:.4g}" for v in layer["eigenvalues"]))
+        if "trace" in layer:
+            parts.append(f"trace {layer['trace']['estimate']:.4g}")
+        lines.append(f"  layer {group} ({layer['parameters']} params): " + "; ".join(parts))
+    if "products" in result:
+        lines.append(f"  {result['products']} products in {result['seconds']:.2f} s"
+                     + (f" ({result['product_method']})" if "product_method" in result else ""))
+    return "\n".join(lines)
+
+
 @click.command(epilog="""\b
 Examples:
-  landscape analyze runs/cnn                         # loss/accuracy of the last checkpoint
-  landscape analyze runs/cnn --checkpoint all --json
-  landscape analyze runs/cnn --checkpoint 3000 --samples 1000 --seed 1
+  landscape analyze runs/cnn                               # loss/accuracy of the last checkpoint
+  landscape analyze runs/cnn --top-k 5 --trace --density   # Hessian spectrum, trace, density
+  landscape analyze runs/cnn --checkpoint all --top-k 1 --samples 1000 --json
+  landscape analyze runs/cnn --curvature ggn --top-k 10 --per-layer
+  landscape analyze runs/cnn --top-k 2 --trace --backend pyhessian   # reproduce PyHessian's numbers
 """)
 @click.argument("run_dir", metavar="RUN", type=click.Path())
 @click.option("--checkpoint", default="last", show_default=True, help="last, first, all or a step number.")
-@click.option("--samples", default=None, help="Evaluate on a fixed seeded subset of N training samples, or 'all'.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --samples subset.")
+@click.option("--curvature", type=click.Choice(["hessian", "ggn", "fisher"]), default="hessian", show_default=True)
+@click.option("--fisher-type", type=click.Choice(["mc", "empirical"]), default="mc", show_default=True,
+              help="Monte-Carlo (true) Fisher or empirical Fisher.")
+@click.option("--top-k", type=int, default=0, help="Largest K eigenvalues (Lanczos, full reorthogonalization).")
+@click.option("--bottom-k", type=int, default=0, help="Smallest (most negative) K eigenvalues.")
+@click.option("--trace", is_flag=True, help="Trace by Hutch++ with a standard error.")
+@click.option("--frobenius", is_flag=True, help="tr(H^2) = ||H||_F^2 by Hutchinson.")
+@click.option("--diag", is_flag=True, help="Diagonal by Hutchinson (Rademacher probes).")
+@click.option("--density", is_flag=True, help="Spectral density by stochastic Lanczos quadrature.")
+@click.option("--per-layer", is_flag=True, help="Also top-k/trace of each layer's diagonal block.")
+@click.option("--samples", default=None, help="Fixed seeded subset of N training samples, or 'all' [default: all].")
+@click.option("--batch-size", type=int, default=None, help="Samples per batch in curvature products [default: 1024].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of probes and of the --samples subset.")
+@click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option("--product-method", type=click.Choice(["auto", "double-backward", "forward-over-reverse"]),
+              default="auto", show_default=True, help="Hessian-vector product method (auto: fastest, measured).")
+@click.option("--tol", type=float, default=1e-5, show_default=True, help="Lanczos relative residual tolerance.")
+@click.option("--trace-rtol", type=float, default=1e-2, show_default=True,
+              help="Stop trace probes when stderr <= RTOL * |trace|.")
+@click.option("--density-runs", type=int, default=10, show_default=True)
+@click.option("--density-steps", type=int, default=80, show_default=True)
+@click.option("--backend", type=click.Choice(["landscape", "pyhessian"]), default="landscape", show_default=True,
+              help="pyhessian: top-k and trace through the pyhessian package.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
-def analyze(run_dir, checkpoint, samples, seed, device, as_json):
+def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace, frobenius, diag, density,
+            per_layer, samples, batch_size, seed, precision, product_method, tol, trace_rtol, density_runs,
+            density_steps, backend, device, as_json):
     """Analyse checkpoints of a run; results are saved under RUN/analysis/<checkpoint>/.
 
-    Computes train/test loss and accuracy (and the generalization gap) of each selected checkpoint.
+    Without quantity flags, computes train/test loss and accuracy (and the generalization gap).
     """
+    opts = CurvatureOptions(curvature=curvature, fisher_type=fisher_type, top_k=top_k, bottom_k=bottom_k,
+                            trace=trace, frobenius=frobenius, diag=diag, density=density, per_layer=per_layer,
+                            seed=seed, batch_size=batch_size, precision=precision, product_method=product_method,
+                            tol=tol, trace_rtol=trace_rtol, density_runs=density_runs, density_steps=density_steps)
+    opts.validate()
+    if batch_size is not None and batch_size <= 0:
+        raise LandscapeError(f"--batch-size must be positive, got {batch_size}")
+    if backend == "pyhessian" and (curvature != "hessian" or bottom_k or frobenius or diag or per_layer):
+        raise LandscapeError("--backend pyhessian computes only the Hessian's --top-k and --trace")
     run = Run.open(run_dir)
     n = parse_samples(samples)
-    results, dataset = {}, None
-    for step in resolve_steps(run, checkpoint):
+    steps = resolve_steps(run, checkpoint)
+    outputs, dataset = [], None
+    for step in steps:
         loaded = load_checkpoint_model(run, step, device=device, samples=n, seed=seed, dataset=dataset)
         dataset = loaded.dataset
-        result = evaluate_checkpoint(loaded)
-        save_result(run, step, "evaluation", result, samples=n, seed=seed)
-        results[step] = result
-        if not as_json:
-            line = f"checkpoint {step}: train loss {result['train_loss']:.4g}, test loss {result['test_loss']:.4g}"
-            if "train_acc" in result:
-                line += f", train acc {100 * result['train_acc']:.2f}%, test acc {100 * result['test_acc']:.2f}%"
-            click.echo(line)
-    if as_json:
-        if len(results) == 1:
-            step, result = next(iter(results.items()))
-            print_json({"run": str(run.path), "checkpoint": step, "evaluation": result})
+        options = {"samples": n, "seed": seed}
+        if backend == "pyhessian":
+            result = pyhessian_analysis(loaded, top_k=top_k, trace=trace, density=density, batch_size=batch_size,
+                                        seed=seed)
+            update_result(run, step, "pyhessian", result, **options)
+        elif opts.wants_curvature():
+            result = curvature_analysis(loaded, opts)
+            update_result(run, step, curvature, result, **options, precision=precision)
         else:
-            print_json({"run": str(run.path), "checkpoints": [{"checkpoint": s, "evaluation": r}
-                                                             for s, r in results.items()]})
+            result = {"evaluation": evaluate_checkpoint(loaded)}
+            save_result(run, step, "evaluation", result["evaluation"], **options)
+        view = {"checkpoint": step, **json_view(result)}
+        outputs.append(view)
+        if not as_json:
+            click.echo(describe(step, view))
+    if as_json:
+        print_json({"run": str(run.path), **outputs[0]} if len(outputs) == 1
+                   else {"run": str(run.path), "checkpoints": outputs})
     else:
         echo_err(f"saved under {run.analysis_dir}")

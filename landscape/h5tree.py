@@ -66,6 +66,10 @@ def write_tree(parent: h5py.Group, name: str, obj: Any) -> None:
             write_tree(grp, child, value)
         grp.attrs["keys"] = json.dumps(order)
         return
+    if isinstance(obj, list) and obj and _homogeneous_numbers(obj):
+        ds = parent.create_dataset(name, data=np.asarray(obj, dtype=np.int64 if isinstance(obj[0], int) else np.float64))
+        ds.attrs[_KIND] = "number_list"
+        return
     if isinstance(obj, (list, tuple)):
         grp = parent.create_group(name)
         grp.attrs[_KIND] = "tuple" if isinstance(obj, tuple) else "list"
@@ -78,6 +82,12 @@ def write_tree(parent: h5py.Group, name: str, obj: Any) -> None:
         raise TypeError(f"cannot store {type(obj).__name__} in HDF5 without pickle")
     ds = parent.create_dataset(name, data=json.dumps(_scalar_payload(obj)))
     ds.attrs[_KIND] = scalar_kind
+
+
+def _homogeneous_numbers(items: list) -> bool:
+    """All Python ints or all Python floats (bools excluded): stored as one dataset."""
+    first = type(items[0])
+    return first in (int, float) and all(type(v) is first for v in items)
 
 
 def _scalar_kind(obj: Any) -> str | None:
@@ -118,6 +128,8 @@ def read_tree(node: h5py.Group | h5py.Dataset) -> Any:
         return torch.from_numpy(np.array(data, copy=True)).to(dtype)
     if kind == "ndarray":
         return np.array(node[()], copy=True)
+    if kind == "number_list":
+        return node[()].tolist()
     if kind == "dict":
         return {_name_to_key(child, key_type): read_tree(node[child])
                 for child, key_type in json.loads(node.attrs["keys"])}

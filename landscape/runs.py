@@ -353,6 +353,23 @@ def save_result(run: Run, step: int, name: str, result: dict[str, Any], **attrs:
     return path
 
 
+def update_result(run: Run, step: int, name: str, updates: dict[str, Any], **attrs: Any) -> Path:
+    """Merge ``updates`` into the stored result ``name`` of checkpoint ``step`` (created if absent).
+
+    Quantities computed by earlier invocations (say, eigenvalues) survive a later one that adds
+    others (say, the trace); a quantity computed again replaces the old value.
+    """
+    path = result_path(run, step, name)
+    merged: dict[str, Any] = {}
+    if path.exists():
+        try:
+            merged, _ = load_result(path)
+        except LandscapeError:
+            merged = {}  # an unreadable old result is replaced, never half-merged
+    merged.update(updates)
+    return save_result(run, step, name, merged, **attrs)
+
+
 def load_result(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(result tree, options) of a stored analysis result."""
     fh = open_h5(path, RESULT_FORMAT, "result file")
