@@ -24,7 +24,7 @@ from landscape.operators import FisherOperator, GGNOperator, HessianOperator
 from .density import slq
 from .lanczos import lanczos
 from .loading import LoadedCheckpoint
-from .trace import hutchinson, hutchpp
+from .trace import estimate_trace, hutchinson
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 
@@ -95,7 +95,7 @@ def _spectrum(op, opts: CurvatureOptions) -> dict[str, Any]:
         out["smallest_lanczos"] = {"iterations": bottom.iterations, "products": bottom.products,
                                    "converged": bottom.converged}
     if opts.trace:
-        tr = hutchpp(op, rtol=opts.trace_rtol, seed=opts.seed, max_probes=opts.max_probes)
+        tr = estimate_trace(op, rtol=opts.trace_rtol, seed=opts.seed, max_probes=opts.max_probes)
         out["trace"] = tr.as_dict()
     if opts.frobenius or opts.diag:
         h = hutchinson(op, rtol=opts.trace_rtol, seed=opts.seed + 2, max_probes=opts.max_probes,

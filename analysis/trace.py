@@ -132,3 +132,53 @@ def exact_diagonal(op: LinearOperator, chunk: int = 64) -> torch.Tensor:
         E[torch.arange(i, j), torch.arange(j - i)] = 1
         out[i:j] = op.matmat(E)[torch.arange(i, j), torch.arange(j - i)].to(torch.float64)
     return out
+
+
+def control_variate_trace(op: LinearOperator, control: LinearOperator, control_trace: float, *, rtol: float = 1e-2,
+                          atol: float = 0.0, min_probes: int = 10, max_probes: int = 1000, block: int = 8,
+                          seed: int = 0, distribution: str = "rademacher") -> TraceResult:
+    """tr(A) = tr(C) + E[v^T (A - C) v] for a control C whose trace is known exactly.
+
+    With A the Hessian and C the GGN (H = G + R, R = sum_n sum_c (dl_n/df_nc) d^2 f_nc/dtheta^2), the
+    Hutchinson samples only see R, which is small near a fitted minimum, so far fewer probes reach a
+    given standard error. Unbiased whatever C is; the stopping rule is the same as :func:`hutchinson`.
+    """
+    n = op.shape[0]
+    gen = generator(seed)
+    before = op.num_products + control.num_products
+    samples: list[float] = []
+    while len(samples) < max_probes and not _done(samples, control_trace, rtol, atol, min_probes):
+        k = min(block, max_probes - len(samples))
+        V = probes(n, k, gen, distribution, torch.float64, op.device)
+        RV = op.matmat(V.to(op.dtype)).to(torch.float64) - control.matmat(V.to(control.dtype)).to(torch.float64)
+        samples.extend((V * RV).sum(0).tolist())
+    return TraceResult(control_trace + float(np.mean(samples)), _stderr(samples), len(samples),
+                       op.num_products + control.num_products - before,
+                       _done(samples, control_trace, rtol, atol, min_probes), "ggn-control-variate",
+                       np.asarray(samples) + control_trace)
+
+
+def estimate_trace(op: LinearOperator, *, rtol: float = 1e-2, max_probes: int = 1000, seed: int = 0) -> TraceResult:
+    """The best available trace estimate for a curvature operator (also for per-layer blocks).
+
+    GGN and Fisher: exact, from per-sample gradient norms, when every parameterised module is
+    supported (:mod:`landscape.operators.exact_trace`). Hessian: the exact GGN trace plus a Hutchinson
+    estimate of tr(H - G) (:func:`control_variate_trace`). Otherwise, or for other operators: Hutch++.
+    """
+    from landscape.operators import FisherOperator, GGNOperator, HessianOperator
+    from landscape.operators.exact_trace import exact_fisher_trace, exact_ggn_trace
+
+    exact = None
+    if isinstance(op, GGNOperator):
+        exact = exact_ggn_trace(op.objective)
+    elif isinstance(op, FisherOperator):
+        exact = exact_fisher_trace(op)
+    if exact is not None:
+        value = float(sum(exact.values()))
+        return TraceResult(value, 0.0, 0, 0, True, "exact", np.asarray([value]))
+    if isinstance(op, HessianOperator):
+        ggn = exact_ggn_trace(op.objective)
+        if ggn is not None:
+            return control_variate_trace(op, GGNOperator(op.objective), float(sum(ggn.values())), rtol=rtol,
+                                         max_probes=max_probes, seed=seed)
+    return hutchpp(op, rtol=rtol, max_probes=max_probes, seed=seed)

@@ -210,3 +210,65 @@ def test_blocks_batches_scipy_and_determinism(case):
     assert np.array_equal(a.eigenvalues, b.eigenvalues) and a.products == b.products
     t1, t2, t3 = (hutchinson(HessianOperator(obj, **pinned), seed=s, min_probes=16) for s in (1, 1, 2))
     assert t1.estimate == t2.estimate and t1.estimate != t3.estimate
+
+
+def _conv2d_bn():
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.BatchNorm2d(3), torch.nn.ReLU(),
+                               torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.ReLU(), torch.nn.Flatten(),
+                               torch.nn.Linear(36, 10))
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse", "sum_squares"])
+def test_exact_ggn_and_fisher_traces_per_parameter(loss):
+    from landscape.operators.exact_trace import exact_fisher_trace, exact_ggn_trace
+
+    torch.manual_seed(0)
+    ds = load_dataset("digits", samples=40)
+    model = _conv2d_bn()
+    model.train()
+    model(ds.x_train)  # BatchNorm statistics
+    y = ds.y_train if loss == "cross_entropy" else torch.randn(40, 10)
+    obj = Objective(model, ds.x_train, y, loss, dtype=torch.float64, batch_size=16)
+    for op, exact in ((GGNOperator(obj), exact_ggn_trace(obj)),
+                      (FisherOperator(obj, "empirical"), None), (FisherOperator(obj, "mc", mc_samples=3), None)):
+        exact = exact if exact is not None else exact_fisher_trace(op)
+        diag = torch.diagonal(op.to_dense())
+        for name in obj.layout.names:
+            assert exact[name] == pytest.approx(float(diag[obj.layout.slice(name)].sum()), rel=1e-9, abs=1e-12)
+
+
+def test_exact_trace_refuses_unsupported_modules():
+    from landscape.operators.exact_trace import exact_ggn_trace
+
+    class Scale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.s = torch.nn.Parameter(torch.ones(10))
+
+        def forward(self, x):
+            return x * self.s
+
+    ds = load_dataset("mnist1d", samples=50)
+    model = torch.nn.Sequential(torch.nn.Linear(40, 10), Scale())
+    assert exact_ggn_trace(Objective(model, ds.x_train, ds.y_train)) is None
+    shared = torch.nn.Linear(40, 40)
+    tied = torch.nn.Sequential(shared, torch.nn.Tanh(), shared, torch.nn.Linear(40, 10))
+    assert exact_ggn_trace(Objective(tied, ds.x_train, ds.y_train)) is None
+
+
+def test_control_variate_trace_is_unbiased_and_cheaper(case):
+    from landscape.analysis.trace import control_variate_trace, estimate_trace
+
+    obj, exact = case["obj"], float(torch.trace(case["dense"]))
+    result = estimate_trace(HessianOperator(obj), rtol=0.01, seed=0)
+    assert result.method == "ggn-control-variate" and result.converged
+    assert abs(result.estimate - exact) <= 3 * result.stderr
+    plain = hutchinson(HessianOperator(obj), rtol=0.01, seed=0)
+    assert result.products < plain.products
+    # unbiased for any control: with C = 0 it is Hutchinson
+    A = DenseOperator(case["dense"])
+    zero = DenseOperator(torch.zeros_like(case["dense"]))
+    hits = sum(abs(control_variate_trace(A, zero, 0.0, rtol=0.05, min_probes=20, seed=s).estimate - exact)
+               <= 3 * control_variate_trace(A, zero, 0.0, rtol=0.05, min_probes=20, seed=s).stderr
+               for s in range(40))
+    assert hits >= 37

@@ -8,10 +8,10 @@ Two exact ways, chosen per device by measurement (``method="auto"``), the other 
   backward pass through the gradient graph and no new forward pass.
 - ``forward-over-reverse``: H v = jvp(grad L)(theta; v) with ``torch.func`` (keeps no graph).
 
-Calibration uses real products: the first product builds the graph, the second is computed with
-both methods and timed, and the faster method is used from then on. Likewise, the first product
+Calibration (``method="auto"``) times both methods once on a slice of the first batch and keeps
+the faster; the choice is memoized per architecture, batch shape and device. The first product
 block of four or more columns is split to time looping against batching (``is_grads_batched`` /
-``vmap``) over the columns.
+``vmap``) over the columns, on real products.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from .base import CurvatureOperator
 from .memory import graph_cache_budget, saved_tensor_bytes
 
 METHODS = ("auto", "double-backward", "forward-over-reverse")
+CALIBRATION_SAMPLES = 1024
+_CHOICES: dict[tuple, tuple[str, dict[str, float]]] = {}  # memoized method choices (per process)
 
 
 class HessianOperator(CurvatureOperator):
@@ -40,7 +42,6 @@ class HessianOperator(CurvatureOperator):
         self.calibration: dict[str, float] = {}  # seconds per column product, by method / strategy
         self._graphs: dict[int, tuple] = {}
         self._graph_bytes: int | None = None
-        self._warm = False
 
     def _options(self) -> dict:
         return {"method": self.method, "cache": self.cache, "batched": self.batched}
@@ -116,25 +117,71 @@ class HessianOperator(CurvatureOperator):
         self.calibration[key] = (time.perf_counter() - t0) / rows.shape[0]
         return out
 
+    def _signature(self) -> tuple:
+        obj = self.objective
+        x, _ = obj.batches[0]
+        return (type(obj.model).__name__, hash(repr(obj.model)), obj.layout.names, obj.layout.shapes,
+                tuple(x.shape), str(self.device), str(self.dtype), self.cache)
+
+    def _calibrate(self) -> None:
+        """Time both methods on a slice of the first batch (<= CALIBRATION_SAMPLES) and keep the faster.
+
+        Double backward is timed with its graph cached when the full graphs will fit the budget,
+        otherwise including the graph build that every product then needs. The choice is memoized
+        per architecture, batch shape and device for the rest of the process.
+        """
+        key = self._signature()
+        if key in _CHOICES:
+            self.method, self.calibration = _CHOICES[key]
+            return
+        obj = self.objective
+        x, y = obj.batches[0]
+        x, y = x[:CALIBRATION_SAMPLES], y[:CALIBRATION_SAMPLES]
+        self._graph(0)  # the real first batch graph: tells whether graphs can be cached
+        cached = 0 in self._graphs
+        probe = obj.layout.unflatten(torch.randn(obj.dim, dtype=self.dtype, device=self.device))
+        leaves = {n: t.detach().requires_grad_() for n, t in obj.theta.items()}
+
+        def build() -> tuple[list, list]:
+            loss = obj.batch_loss(leaves, x, y)
+            grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
+            used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+            return [grads[i] for i in used], [list(probe.values())[i] for i in used]
+
+        def product(grads: list, outputs: list) -> None:
+            torch.autograd.grad(grads, list(leaves.values()), grad_outputs=outputs, retain_graph=True,
+                                allow_unused=True)
+
+        def timed(fn) -> float:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            t0 = time.perf_counter()
+            fn()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            return time.perf_counter() - t0
+
+        built: list = []
+        build_s = timed(lambda: built.append(build()))
+        grads, outputs = built[0]
+        db = timed(lambda: product(grads, outputs)) if grads else 0.0
+        self.calibration["double-backward"] = db if cached else db + build_s
+        gradient = grad(lambda th: obj.batch_loss(th, x, y))
+        try:
+            jvp(gradient, (obj.theta,), (probe,))  # warm-up of the functorch transforms
+            self.calibration["forward-over-reverse"] = timed(lambda: jvp(gradient, (obj.theta,), (probe,)))
+        except RuntimeError:  # an operator without a forward-mode rule: keep the fallback
+            self.calibration["forward-over-reverse"] = float("inf")
+        self.method = min(("double-backward", "forward-over-reverse"), key=self.calibration.__getitem__)
+        _CHOICES[key] = (self.method, dict(self.calibration))
+
     def _matmat_rows(self, rows: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
-        parts = []
         if self.method == "auto":
-            if not self._warm:  # first product: builds (and maybe caches) the gradient graphs
-                parts.append(self._products("double-backward", rows[:1], False))
-                rows, self._warm = rows[1:], True
-            if rows.shape[0]:
-                parts.append(self._timed("double-backward", "double-backward", rows[:1], False))
-                try:
-                    self._timed("forward-over-reverse", "forward-over-reverse", rows[:1], False)
-                except RuntimeError:  # an operator without a forward-mode rule: keep the fallback
-                    self.calibration["forward-over-reverse"] = float("inf")
-                self.method = min(("double-backward", "forward-over-reverse"), key=self.calibration.__getitem__)
-                rows = rows[1:]
-        if rows.shape[0] and self.method != "auto":
-            parts.append(self._columns(rows))
+            self._calibrate()
+        out = self._columns(rows)
         self.seconds += time.perf_counter() - t0
-        return torch.cat(parts) if parts else rows
+        return out
 
     def _columns(self, rows: torch.Tensor) -> torch.Tensor:
         """Products for several columns: loop or batch, the choice measured once on real columns."""
