@@ -19,27 +19,31 @@ def _figure_format(path: Path) -> str:
     return fmt
 
 
-def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
-    """Save a matplotlib figure atomically; the format follows the file extension."""
+def _pyplot():
+    """matplotlib.pyplot with the non-interactive Agg backend (figures go to files only)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
+    """Save a matplotlib figure atomically; the format follows the file extension."""
     path = Path(path)
     fmt = _figure_format(path)
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
     finally:
-        plt.close(fig)
+        _pyplot().close(fig)
     return path
 
 
 def plot_training(run: Run, path: str | Path) -> Path:
     """Train/test loss (log scale) and, for classification, accuracy against epochs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     _figure_format(Path(path))
     m = run.metrics
     if not m.get("step"):
@@ -93,11 +97,7 @@ def _title(run: Run, step: int, curvature: str) -> str:
 
 def plot_spectrum(run: Run, path: str | Path, checkpoint: str | int = "last", curvature: str = "hessian") -> Path:
     """Top (and smallest) eigenvalues of a stored curvature analysis, by rank."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     _figure_format(Path(path))
     step, result = _stored_curvature(run, checkpoint, curvature, "eigenvalues", "--top-k 10")
     top = result["eigenvalues"]
@@ -120,11 +120,7 @@ def plot_spectrum(run: Run, path: str | Path, checkpoint: str | int = "last", cu
 
 def plot_density(run: Run, path: str | Path, checkpoint: str | int = "last", curvature: str = "hessian") -> Path:
     """Smoothed eigenvalue density (SLQ) on a log axis, as in Ghorbani et al. (2019)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     _figure_format(Path(path))
     step, result = _stored_curvature(run, checkpoint, curvature, "density", "--density")
     dens = result["density"]
