@@ -272,3 +272,11 @@ def test_control_variate_trace_is_unbiased_and_cheaper(case):
                <= 3 * control_variate_trace(A, zero, 0.0, rtol=0.05, min_probes=20, seed=s).stderr
                for s in range(40))
     assert hits >= 37
+
+
+def test_trace_pilot_uses_the_control_only_when_it_pays(case):
+    from landscape.analysis.trace import _control_pays
+
+    A = DenseOperator(case["dense"])
+    assert _control_pays(A, DenseOperator(case["dense"] * 0.99), seed=0)[0]       # C ~ A: residual tiny
+    assert not _control_pays(A, DenseOperator(-case["dense"]), seed=0)[0]          # C = -A: residual 2A

@@ -26,7 +26,7 @@ from .base import CurvatureOperator
 from .memory import graph_cache_budget, saved_tensor_bytes
 
 METHODS = ("auto", "double-backward", "forward-over-reverse")
-CALIBRATION_SAMPLES = 1024
+CALIBRATION_SAMPLES = 256
 _CHOICES: dict[tuple, tuple[str, dict[str, float]]] = {}  # memoized method choices (per process)
 
 
@@ -164,6 +164,8 @@ class HessianOperator(CurvatureOperator):
         built: list = []
         build_s = timed(lambda: built.append(build()))
         grads, outputs = built[0]
+        if grads:
+            product(grads, outputs)  # warm-up, as for forward-over-reverse below: first calls pay one-time costs
         db = timed(lambda: product(grads, outputs)) if grads else 0.0
         self.calibration["double-backward"] = db if cached else db + build_s
         gradient = grad(lambda th: obj.batch_loss(th, x, y))
