@@ -52,6 +52,17 @@ class TraceResult:
                 "converged": self.converged, "method": self.method}
 
 
+def _block_size(drawn: int, block: int | None, min_probes: int, max_probes: int, device: torch.device) -> int:
+    """Probes to draw next: up to ``min_probes`` exactly, then ``block`` (default: 8 on CUDA, where one
+    batched product for several probes is cheaper, 2 elsewhere), never beyond ``max_probes``.
+
+    Drawing only what the stopping rule needs avoids overshooting it by most of a block.
+    """
+    block = block or (8 if device.type == "cuda" else 2)
+    want = min_probes - drawn if drawn < min_probes else block
+    return max(1, min(want, max_probes - drawn))
+
+
 def _stderr(samples: list[float]) -> float:
     if len(samples) < 2:
         return math.inf
@@ -65,7 +76,7 @@ def _done(samples: list[float], base: float, rtol: float, atol: float, min_probe
 
 
 def hutchinson(op: LinearOperator, *, rtol: float = 1e-2, atol: float = 0.0, min_probes: int = 10,
-               max_probes: int = 1000, block: int = 8, seed: int = 0, distribution: str = "rademacher",
+               max_probes: int = 1000, block: int | None = None, seed: int = 0, distribution: str = "rademacher",
                frobenius: bool = False, diagonal: bool = False) -> TraceResult:
     """Hutchinson trace with a standard-error stopping rule; optionally tr(A^2) and diag(A) from the same probes."""
     n = op.shape[0]
@@ -75,7 +86,7 @@ def hutchinson(op: LinearOperator, *, rtol: float = 1e-2, atol: float = 0.0, min
     diag_sum = torch.zeros(n, dtype=torch.float64, device=op.device)
     diag_sq = torch.zeros(n, dtype=torch.float64, device=op.device)
     while len(trace) < max_probes and not _done(trace, 0.0, rtol, atol, min_probes):
-        k = min(block, max_probes - len(trace))
+        k = _block_size(len(trace), block, min_probes, max_probes, op.device)
         V = probes(n, k, gen, distribution, torch.float64, op.device)
         AV = op.matmat(V.to(op.dtype)).to(torch.float64)
         trace.extend((V * AV).sum(0).tolist())
@@ -98,7 +109,7 @@ def hutchinson(op: LinearOperator, *, rtol: float = 1e-2, atol: float = 0.0, min
 
 
 def hutchpp(op: LinearOperator, *, sketch: int = 16, rtol: float = 1e-2, atol: float = 0.0, min_probes: int = 10,
-            max_probes: int = 1000, block: int = 8, seed: int = 0, distribution: str = "rademacher") -> TraceResult:
+            max_probes: int = 1000, block: int | None = None, seed: int = 0, distribution: str = "rademacher") -> TraceResult:
     """Hutch++ with a sketch of ``sketch`` columns and an adaptive number of remainder probes."""
     n = op.shape[0]
     gen = generator(seed)
@@ -110,7 +121,7 @@ def hutchpp(op: LinearOperator, *, sketch: int = 16, rtol: float = 1e-2, atol: f
     remainder: list[float] = []
     if s < n:
         while len(remainder) < max_probes and not _done(remainder, exact, rtol, atol, min_probes):
-            k = min(block, max_probes - len(remainder))
+            k = _block_size(len(remainder), block, min_probes, max_probes, op.device)
             G = probes(n, k, gen, distribution, torch.float64, op.device)
             PG = G - Q @ (Q.T @ G)
             APG = op.matmat(PG.to(op.dtype)).to(torch.float64)
@@ -135,7 +146,7 @@ def exact_diagonal(op: LinearOperator, chunk: int = 64) -> torch.Tensor:
 
 
 def control_variate_trace(op: LinearOperator, control: LinearOperator, control_trace: float, *, rtol: float = 1e-2,
-                          atol: float = 0.0, min_probes: int = 10, max_probes: int = 1000, block: int = 8,
+                          atol: float = 0.0, min_probes: int = 10, max_probes: int = 1000, block: int | None = None,
                           seed: int = 0, distribution: str = "rademacher",
                           initial: list[float] | None = None) -> TraceResult:
     """tr(A) = tr(C) + E[v^T (A - C) v] for a control C whose trace is known exactly.
@@ -150,7 +161,7 @@ def control_variate_trace(op: LinearOperator, control: LinearOperator, control_t
     before = op.num_products + control.num_products
     samples: list[float] = list(initial or [])
     while len(samples) < max_probes and not _done(samples, control_trace, rtol, atol, min_probes):
-        k = min(block, max_probes - len(samples))
+        k = _block_size(len(samples), block, min_probes, max_probes, op.device)
         V = probes(n, k, gen, distribution, torch.float64, op.device)
         RV = op.matmat(V.to(op.dtype)).to(torch.float64) - control.matmat(V.to(control.dtype)).to(torch.float64)
         samples.extend((V * RV).sum(0).tolist())
