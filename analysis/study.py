@@ -19,11 +19,10 @@ from typing import Any, Callable, Mapping
 import h5py
 import numpy as np
 
-from landscape.atomic import atomic_path
 from landscape.errors import LandscapeError, TrainingDiverged
 from landscape.optim import train
 from landscape.optim.config import SECTIONS, merge, parse_value
-from landscape.runs import Run
+from landscape.runs import Run, atomic_h5
 
 STUDY_FORMAT = "landscape.study"
 
@@ -130,19 +129,16 @@ def study_table(out: Path, vary: Mapping[str, list[Any]]) -> list[dict[str, Any]
 
 def write_study(out: Path, base: Mapping[str, Any], vary: Mapping[str, list[Any]], rows: list[dict]) -> Path:
     path = out / "study.h5"
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as fh:
-            fh.attrs["format"] = STUDY_FORMAT
-            fh.attrs["schema"] = 1
-            fh.attrs["base_config"] = json.dumps(base)
-            fh.attrs["vary"] = json.dumps(vary)
-            fh.attrs["rows"] = json.dumps(rows)
-            numeric = ["train_loss", "test_loss", "train_acc", "test_acc", "generalization_gap", "loss_gap"]
-            table = fh.create_group("table")
-            table.create_dataset("run", data=np.array([r["run"] for r in rows], dtype=h5py.string_dtype()))
-            table.create_dataset("status", data=np.array([r["status"] for r in rows], dtype=h5py.string_dtype()))
-            for key in numeric:
-                table.create_dataset(key, data=np.array([r.get(key, math.nan) for r in rows], dtype=np.float64))
+    with atomic_h5(path, STUDY_FORMAT) as fh:
+        fh.attrs["base_config"] = json.dumps(base)
+        fh.attrs["vary"] = json.dumps(vary)
+        fh.attrs["rows"] = json.dumps(rows)
+        numeric = ["train_loss", "test_loss", "train_acc", "test_acc", "generalization_gap", "loss_gap"]
+        table = fh.create_group("table")
+        table.create_dataset("run", data=np.array([r["run"] for r in rows], dtype=h5py.string_dtype()))
+        table.create_dataset("status", data=np.array([r["status"] for r in rows], dtype=h5py.string_dtype()))
+        for key in numeric:
+            table.create_dataset(key, data=np.array([r.get(key, math.nan) for r in rows], dtype=np.float64))
     return path
 
 

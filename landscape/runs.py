@@ -16,6 +16,7 @@ a kill at any moment leaves all earlier files intact. ``run.h5`` is small and re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -23,7 +24,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import h5py
 import numpy as np
@@ -50,6 +51,15 @@ def versions() -> dict[str, str]:
         own = "unknown"
     return {"landscape": own, "torch": torch.__version__, "numpy": np.__version__, "h5py": h5py.__version__,
             "python": platform.python_version()}
+
+
+@contextlib.contextmanager
+def atomic_h5(path: Path, file_format: str) -> Iterator[h5py.File]:
+    """Write an HDF5 file atomically (temp name, fsync, rename), stamped with its format and schema."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
+        fh.attrs["format"] = file_format
+        fh.attrs["schema"] = SCHEMA
+        yield fh
 
 
 def open_h5(path: Path, expected_format: str, what: str) -> h5py.File:
@@ -130,20 +140,17 @@ def _read_tensor_group(fh: h5py.File, group: str) -> dict[str, torch.Tensor]:
 
 def write_checkpoint(path: Path, ckpt: Checkpoint) -> None:
     """Write ``ckpt`` atomically to ``path``."""
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as fh:
-            fh.attrs["format"] = CHECKPOINT_FORMAT
-            fh.attrs["schema"] = SCHEMA
-            fh.attrs["step"] = int(ckpt.step)
-            fh.attrs["epoch"] = int(ckpt.epoch)
-            fh.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            fh.attrs["extra"] = json.dumps(ckpt.extra)
-            _write_tensor_group(fh, "params", ckpt.params)
-            _write_tensor_group(fh, "buffers", ckpt.buffers)
-            if ckpt.optimizer is not None:
-                write_tree(fh, "optimizer", ckpt.optimizer)
-            if ckpt.rng is not None:
-                write_tree(fh, "rng", ckpt.rng)
+    with atomic_h5(path, CHECKPOINT_FORMAT) as fh:
+        fh.attrs["step"] = int(ckpt.step)
+        fh.attrs["epoch"] = int(ckpt.epoch)
+        fh.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        fh.attrs["extra"] = json.dumps(ckpt.extra)
+        _write_tensor_group(fh, "params", ckpt.params)
+        _write_tensor_group(fh, "buffers", ckpt.buffers)
+        if ckpt.optimizer is not None:
+            write_tree(fh, "optimizer", ckpt.optimizer)
+        if ckpt.rng is not None:
+            write_tree(fh, "rng", ckpt.rng)
 
 
 def read_checkpoint(path: Path, *, weights_only: bool = False) -> Checkpoint:
@@ -235,23 +242,20 @@ class Run:
 
     def write(self) -> None:
         """Rewrite ``run.h5`` atomically with the current config and metrics."""
-        with atomic_path(self.run_file) as tmp:
-            with h5py.File(tmp, "w") as fh:
-                fh.attrs["format"] = RUN_FORMAT
-                fh.attrs["schema"] = SCHEMA
-                fh.attrs["created"] = self.created
-                fh.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-                fh.attrs["versions"] = json.dumps(versions())
-                fh.attrs["config"] = json.dumps(self.config)
-                fh.attrs["status"] = self.status
-                fh.attrs["message"] = self.message
-                if self.total_steps is not None:
-                    fh.attrs["total_steps"] = int(self.total_steps)
-                grp = fh.create_group("metrics")
-                grp.attrs["columns"] = json.dumps(list(self.metrics))
-                for name, values in self.metrics.items():
-                    dtype = np.int64 if name in ("step", "epoch") else np.float64
-                    grp.create_dataset(name, data=np.asarray(values, dtype=dtype))
+        with atomic_h5(self.run_file, RUN_FORMAT) as fh:
+            fh.attrs["created"] = self.created
+            fh.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            fh.attrs["versions"] = json.dumps(versions())
+            fh.attrs["config"] = json.dumps(self.config)
+            fh.attrs["status"] = self.status
+            fh.attrs["message"] = self.message
+            if self.total_steps is not None:
+                fh.attrs["total_steps"] = int(self.total_steps)
+            grp = fh.create_group("metrics")
+            grp.attrs["columns"] = json.dumps(list(self.metrics))
+            for name, values in self.metrics.items():
+                dtype = np.int64 if name in ("step", "epoch") else np.float64
+                grp.create_dataset(name, data=np.asarray(values, dtype=dtype))
 
     @property
     def finished(self) -> bool:
@@ -341,15 +345,12 @@ def result_path(run: Run, step: int, name: str) -> Path:
 def save_result(run: Run, step: int, name: str, result: dict[str, Any], **attrs: Any) -> Path:
     """Store an analysis result (a tree of arrays and numbers) atomically; returns its path."""
     path = result_path(run, step, name)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as fh:
-            fh.attrs["format"] = RESULT_FORMAT
-            fh.attrs["schema"] = SCHEMA
-            fh.attrs["name"] = name
-            fh.attrs["checkpoint"] = int(step)
-            fh.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            fh.attrs["options"] = json.dumps(attrs)
-            write_tree(fh, "result", result)
+    with atomic_h5(path, RESULT_FORMAT) as fh:
+        fh.attrs["name"] = name
+        fh.attrs["checkpoint"] = int(step)
+        fh.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        fh.attrs["options"] = json.dumps(attrs)
+        write_tree(fh, "result", result)
     return path
 
 

@@ -221,6 +221,7 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
     batch_size, seed = training["batch_size"], training["seed"]
     model, optimizer = exp.model, exp.optimizer
     model.train()
+    schedule = _schedule_args(training)
     every = training["eval_every"]
     log_every = every * max(1, math.ceil(total / every / LOG_LINES))  # all rows are stored; ~10 are printed
     order, order_epoch = None, -1
@@ -233,7 +234,7 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
                 order, order_epoch = epoch_order(seed, epoch, n, x.device), epoch
             index = order[batch * batch_size:(batch + 1) * batch_size]
             xb, yb = x[index], y[index]
-            lr = base_lr * lr_factor(step, total, **_schedule_args(training))
+            lr = base_lr * lr_factor(step, total, **schedule)
             for group in optimizer.param_groups:
                 group["lr"] = lr
 

@@ -108,10 +108,15 @@ class CurvatureOperator(LinearOperator):
     def _batch_rows(self, b: int, rows: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _matmat_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        t0 = time.perf_counter()
+    def _weighted(self, fn, rows: torch.Tensor) -> torch.Tensor:
+        """sum_b (n_b / N) fn(b, rows): per-batch products combined into the mean over all samples."""
         total = torch.zeros_like(rows)
         for b, weight in enumerate(self.objective.weights):
-            total += weight * self._batch_rows(b, rows)
+            total += weight * fn(b, rows)
+        return total
+
+    def _matmat_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter()
+        total = self._weighted(self._batch_rows, rows)
         self.seconds += time.perf_counter() - t0
         return total

@@ -16,7 +16,7 @@ from torch.func import grad, jvp
 
 from ..objective import Objective
 from .base import CurvatureOperator
-from .memory import graph_cache_budget, saved_tensor_bytes
+from .memory import may_cache, saved_tensor_bytes
 
 
 class OutputSpaceOperator(CurvatureOperator):
@@ -39,8 +39,7 @@ class OutputSpaceOperator(CurvatureOperator):
             out = obj.output(leaves, x)
         if self._bytes is None:
             self._bytes = counter.bytes
-        keep = self.cache is True or (self.cache == "auto" and
-                                      (len(self._linearizations) + 1) * self._bytes <= graph_cache_budget(self.device))
+        keep = may_cache(self.cache, len(self._linearizations), self._bytes, self.device)
 
         def pullback(u: torch.Tensor) -> list[torch.Tensor]:
             return list(torch.autograd.grad(out, list(leaves.values()), grad_outputs=u, retain_graph=keep,

@@ -23,11 +23,31 @@ from torch.func import grad, jvp, vmap
 
 from ..objective import Objective
 from .base import CurvatureOperator
-from .memory import graph_cache_budget, saved_tensor_bytes
+from .memory import may_cache, saved_tensor_bytes
 
 METHODS = ("auto", "double-backward", "forward-over-reverse")
 CALIBRATION_SAMPLES = 256
 _CHOICES: dict[tuple, tuple[str, dict[str, float]]] = {}  # memoized method choices (per process)
+
+
+def gradient_graph(objective: Objective, x: torch.Tensor, y: torch.Tensor) -> tuple[list, list, list[int]]:
+    """(leaves, gradients with create_graph, indices of the parameters whose gradient depends on theta)."""
+    leaves = [t.detach().requires_grad_() for t in objective.theta.values()]
+    loss = objective.batch_loss(dict(zip(objective.theta, leaves)), x, y)
+    grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+    used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+    return leaves, [grads[i] for i in used], used
+
+
+def _elapsed(fn, device: torch.device) -> float:
+    """Wall seconds of ``fn()``, synchronizing CUDA before and after."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
 
 
 class HessianOperator(CurvatureOperator):
@@ -50,18 +70,12 @@ class HessianOperator(CurvatureOperator):
     def _graph(self, b: int) -> tuple[tuple, bool]:
         if b in self._graphs:
             return self._graphs[b], True
-        obj = self.objective
-        x, y = obj.batches[b]
-        leaves = {n: t.detach().requires_grad_() for n, t in obj.theta.items()}
+        x, y = self.objective.batches[b]
         with saved_tensor_bytes() as counter:
-            loss = obj.batch_loss(leaves, x, y)
-            grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
-        used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-        graph = (list(leaves.values()), [grads[i] for i in used], used)
+            graph = gradient_graph(self.objective, x, y)
         if self._graph_bytes is None:
             self._graph_bytes = counter.bytes
-        keep = self.cache is True or (self.cache == "auto" and
-                                      (len(self._graphs) + 1) * self._graph_bytes <= graph_cache_budget(self.device))
+        keep = may_cache(self.cache, len(self._graphs), self._graph_bytes, self.device)
         if keep:
             self._graphs[b] = graph
         return graph, keep
@@ -104,18 +118,13 @@ class HessianOperator(CurvatureOperator):
     # --- products over all batches -----------------------------------------------------------------
     def _products(self, method: str, rows: torch.Tensor, batched: bool) -> torch.Tensor:
         fn = self._double_backward if method == "double-backward" else self._forward_over_reverse
-        total = torch.zeros_like(rows)
-        for b, weight in enumerate(self.objective.weights):
-            total += weight * fn(b, rows, batched and rows.shape[0] > 1)
-        return total
+        return self._weighted(lambda b, r: fn(b, r, batched and r.shape[0] > 1), rows)
 
     def _timed(self, key: str, method: str, rows: torch.Tensor, batched: bool) -> torch.Tensor:
-        t0 = time.perf_counter()
-        out = self._products(method, rows, batched)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.calibration[key] = (time.perf_counter() - t0) / rows.shape[0]
-        return out
+        out: list = []
+        self.calibration[key] = _elapsed(lambda: out.append(self._products(method, rows, batched)),
+                                         self.device) / rows.shape[0]
+        return out[0]
 
     def _signature(self) -> tuple:
         obj = self.objective
@@ -133,7 +142,8 @@ class HessianOperator(CurvatureOperator):
         """
         key = self._signature()
         if key in _CHOICES:
-            self.method, self.calibration = _CHOICES[key]
+            self.method, measured = _CHOICES[key]
+            self.calibration = dict(measured)
             return
         obj = self.objective
         x, y = obj.batches[0]
@@ -142,38 +152,23 @@ class HessianOperator(CurvatureOperator):
         self._graph(0)  # the real first batch graph: tells whether graphs can be cached
         cached = 0 in self._graphs
         probe = obj.layout.unflatten(torch.randn(obj.dim, dtype=self.dtype, device=self.device))
-        leaves = {n: t.detach().requires_grad_() for n, t in obj.theta.items()}
-
-        def build() -> tuple[list, list]:
-            loss = obj.batch_loss(leaves, x, y)
-            grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True, allow_unused=True)
-            used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-            return [grads[i] for i in used], [list(probe.values())[i] for i in used]
-
-        def product(grads: list, outputs: list) -> None:
-            torch.autograd.grad(grads, list(leaves.values()), grad_outputs=outputs, retain_graph=True,
-                                allow_unused=True)
-
-        def timed(fn) -> float:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            t0 = time.perf_counter()
-            fn()
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            return time.perf_counter() - t0
-
         built: list = []
-        build_s = timed(lambda: built.append(build()))
-        grads, outputs = built[0]
+        build_s = _elapsed(lambda: built.append(gradient_graph(obj, x, y)), self.device)
+        leaves, grads, used = built[0]
+        outputs = [list(probe.values())[i] for i in used]
+
+        def product() -> None:
+            torch.autograd.grad(grads, leaves, grad_outputs=outputs, retain_graph=True, allow_unused=True)
+
         if grads:
-            product(grads, outputs)  # warm-up, as for forward-over-reverse below: first calls pay one-time costs
-        db = timed(lambda: product(grads, outputs)) if grads else 0.0
+            product()  # warm-up, as for forward-over-reverse below: first calls pay one-time costs
+        db = _elapsed(product, self.device) if grads else 0.0
         self.calibration["double-backward"] = db if cached else db + build_s
         gradient = grad(lambda th: obj.batch_loss(th, x, y))
         try:
             jvp(gradient, (obj.theta,), (probe,))  # warm-up of the functorch transforms
-            self.calibration["forward-over-reverse"] = timed(lambda: jvp(gradient, (obj.theta,), (probe,)))
+            self.calibration["forward-over-reverse"] = _elapsed(lambda: jvp(gradient, (obj.theta,), (probe,)),
+                                                                self.device)
         except RuntimeError:  # an operator without a forward-mode rule: keep the fallback
             self.calibration["forward-over-reverse"] = float("inf")
         self.method = min(("double-backward", "forward-over-reverse"), key=self.calibration.__getitem__)

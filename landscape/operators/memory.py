@@ -54,3 +54,10 @@ def graph_cache_budget(device: torch.device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(GPU_CACHE_FRACTION * free)
     return int(min(CPU_CACHE_FRACTION * total_memory_bytes(), CPU_CACHE_CAP))
+
+
+def may_cache(cache: str | bool, already: int, nbytes: int, device: torch.device) -> bool:
+    """Whether one more graph of ``nbytes`` may be kept: ``cache`` True/False, or "auto" within the budget."""
+    if isinstance(cache, bool):
+        return cache
+    return (already + 1) * nbytes <= graph_cache_budget(device)
