@@ -5,9 +5,20 @@
 ...                 "optimizer": {"name": "adam", "lr": 1e-3}, "training": {"epochs": 5}}, "runs/demo")
 """
 
-from .registry import OPTIMIZERS, available_optimizers, build_optimizer, register_optimizer
+from .averaging import IterateAveraging
+from .barzilai_borwein import BarzilaiBorwein
+from .bfgs import BFGS
+from .conjugate_gradient import NonlinearCG
+from .delta_bar_delta import DeltaBarDelta
+from .lookahead import Lookahead
+from .parabola import ParabolaStep
+from .registry import (OPTIMIZERS, WRAPPERS, available_optimizers, available_wrappers, build_optimizer,
+                       register_optimizer, register_wrapper)
+from .sam import SAM
 from .schedules import lr_factor
 from .training import Experiment, TrainResult, build_experiment, train
 
-__all__ = ["OPTIMIZERS", "available_optimizers", "build_optimizer", "register_optimizer", "lr_factor",
-           "Experiment", "TrainResult", "build_experiment", "train"]
+__all__ = ["OPTIMIZERS", "WRAPPERS", "available_optimizers", "available_wrappers", "build_optimizer",
+           "register_optimizer", "register_wrapper", "lr_factor", "Experiment", "TrainResult", "build_experiment",
+           "train", "BFGS", "BarzilaiBorwein", "DeltaBarDelta", "IterateAveraging", "Lookahead", "NonlinearCG",
+           "ParabolaStep", "SAM"]

@@ -2,9 +2,13 @@
 
 Each entry's factory takes ``(params, lr, weight_decay, **options)``; options are checked against
 its signature, so ``--set optimizer.momentum=0.95`` works where meaningful and a typo is a clear
-error. ``native_weight_decay=False`` marks optimizers without a weight-decay option (L-BFGS):
-the training loop then adds the L2 penalty (weight_decay / 2) ||w||^2 to the loss, whose gradient
-equals the coupled decay term weight_decay * w of SGD.
+error. ``native_weight_decay=False`` marks optimizers without a weight-decay option (L-BFGS, CG,
+BFGS): the training loop then adds the L2 penalty (weight_decay / 2) ||w||^2 to the loss, whose
+gradient equals the coupled decay term weight_decay * w of SGD, and which line searches then see.
+
+Wrappers compose by name: ``lookahead:adam``, ``polyak:sgd``, ``sam:momentum``, even
+``lookahead:sam:sgd``. Options are flat: those the wrapper accepts (k, alpha, rho, ...) go to it,
+the rest to the inner optimizer.
 """
 
 from __future__ import annotations
@@ -15,7 +19,16 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 
 from landscape.errors import LandscapeError
-from landscape.options import call_with_options
+from landscape.options import accepted_options, call_with_options
+
+from .averaging import IterateAveraging
+from .barzilai_borwein import BarzilaiBorwein
+from .bfgs import BFGS
+from .conjugate_gradient import NonlinearCG
+from .delta_bar_delta import DeltaBarDelta
+from .lookahead import Lookahead
+from .parabola import ParabolaStep
+from .sam import SAM
 
 
 @dataclass(frozen=True)
@@ -25,16 +38,37 @@ class OptimizerEntry:
     default_lr: float
     summary: str
     native_weight_decay: bool = True
+    needs_closure: bool = False  # re-evaluates the loss inside step (line searches)
+
+
+@dataclass(frozen=True)
+class WrapperEntry:
+    name: str
+    factory: Callable[..., torch.optim.Optimizer]  # fn(inner, **options)
+    summary: str
+    first_order_inner: bool = False  # the wrapper computes the gradients itself (SAM)
 
 
 OPTIMIZERS: dict[str, OptimizerEntry] = {}
+WRAPPERS: dict[str, WrapperEntry] = {}
 
 
-def register_optimizer(name: str, default_lr: float, summary: str, native_weight_decay: bool = True):
+def register_optimizer(name: str, default_lr: float, summary: str, native_weight_decay: bool = True,
+                       needs_closure: bool = False):
     """Decorator adding a factory ``fn(params, lr, weight_decay, **options)`` to the registry."""
 
     def wrap(fn: Callable[..., torch.optim.Optimizer]) -> Callable[..., torch.optim.Optimizer]:
-        OPTIMIZERS[name] = OptimizerEntry(name, fn, default_lr, summary, native_weight_decay)
+        OPTIMIZERS[name] = OptimizerEntry(name, fn, default_lr, summary, native_weight_decay, needs_closure)
+        return fn
+
+    return wrap
+
+
+def register_wrapper(name: str, summary: str, first_order_inner: bool = False):
+    """Decorator adding a wrapper factory ``fn(inner, **options)``, used as ``NAME:INNER``."""
+
+    def wrap(fn: Callable[..., torch.optim.Optimizer]) -> Callable[..., torch.optim.Optimizer]:
+        WRAPPERS[name] = WrapperEntry(name, fn, summary, first_order_inner)
         return fn
 
     return wrap
@@ -81,8 +115,56 @@ def _adamw(params, lr, weight_decay, betas: Iterable[float] = (0.9, 0.999), eps:
                              amsgrad=amsgrad)
 
 
+@register_optimizer("delta-bar-delta", 0.01, "delta-bar-delta (Jacobs 1988): per-weight gains, +kappa on sign "
+                    "agreement with the averaged gradient, x(1-phi) on disagreement")
+def _delta_bar_delta(params, lr, weight_decay, kappa: float = 0.05, phi: float = 0.05, theta: float = 0.7,
+                     min_gain: float = 0.1, max_gain: float = 10.0, momentum: float = 0.0):
+    return DeltaBarDelta(params, lr=lr, kappa=kappa, phi=phi, theta=theta, min_gain=min_gain, max_gain=max_gain,
+                         momentum=momentum, weight_decay=weight_decay)
+
+
+@register_optimizer("bb", 0.01, "SGD with a Barzilai-Borwein step per epoch (Tan et al. 2016; lr = tau_0)")
+def _bb(params, lr, weight_decay, steps_per_epoch: int = 100, beta: float = 0.1, tau_min: float | None = None,
+        tau_max: float | None = None):
+    return BarzilaiBorwein(params, lr=lr, steps_per_epoch=steps_per_epoch, beta=beta, tau_min=tau_min,
+                           tau_max=tau_max, weight_decay=weight_decay)
+
+
+@register_optimizer("parabola", 0.01, "momentum with the step along it from an online parabola model (Duda 2019)")
+def _parabola(params, lr, weight_decay, momentum: float = 0.9, beta: float = 0.8, max_ratio: float = 10.0):
+    return ParabolaStep(params, lr=lr, momentum=momentum, beta=beta, max_ratio=max_ratio, weight_decay=weight_decay)
+
+
+@register_optimizer("cg-fr", 1.0, "nonlinear conjugate gradient, Fletcher-Reeves, strong-Wolfe line search",
+                    native_weight_decay=False, needs_closure=True)
+def _cg_fr(params, lr, weight_decay, c1: float = 1e-4, c2: float = 0.1, restart_every: int | None = None,
+           max_evaluations: int = 25):
+    del weight_decay  # an L2 term in the loss
+    return NonlinearCG(params, lr=lr, variant="fr", c1=c1, c2=c2, restart_every=restart_every,
+                       max_evaluations=max_evaluations)
+
+
+@register_optimizer("cg-pr", 1.0, "nonlinear conjugate gradient, Polak-Ribiere+ (variant='pr' for plain PR)",
+                    native_weight_decay=False, needs_closure=True)
+def _cg_pr(params, lr, weight_decay, variant: str = "pr+", c1: float = 1e-4, c2: float = 0.1,
+           restart_every: int | None = None, max_evaluations: int = 25):
+    del weight_decay
+    if variant not in ("pr", "pr+"):
+        raise ValueError("cg-pr variant must be 'pr' or 'pr+'")
+    return NonlinearCG(params, lr=lr, variant=variant, c1=c1, c2=c2, restart_every=restart_every,
+                       max_evaluations=max_evaluations)
+
+
+@register_optimizer("bfgs", 1.0, "BFGS, dense inverse Hessian, strong-Wolfe line search (small models)",
+                    native_weight_decay=False, needs_closure=True)
+def _bfgs(params, lr, weight_decay, c1: float = 1e-4, c2: float = 0.9, max_evaluations: int = 25,
+          max_parameters: int = 4096):
+    del weight_decay
+    return BFGS(params, lr=lr, c1=c1, c2=c2, max_evaluations=max_evaluations, max_parameters=max_parameters)
+
+
 @register_optimizer("lbfgs", 1.0, "L-BFGS (Nocedal 1980) with strong-Wolfe line search (torch.optim.LBFGS)",
-                    native_weight_decay=False)
+                    native_weight_decay=False, needs_closure=True)
 def _lbfgs(params, lr, weight_decay, max_iter: int = 20, history_size: int = 10,
            tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9,
            line_search_fn: str | None = "strong_wolfe"):
@@ -92,21 +174,72 @@ def _lbfgs(params, lr, weight_decay, max_iter: int = 20, history_size: int = 10,
                              line_search_fn=line_search_fn)
 
 
+@register_wrapper("lookahead", "Lookahead (Zhang et al. 2019): every k steps, slow += alpha (fast - slow)")
+def _lookahead(inner, k: int = 5, alpha: float = 0.5):
+    return Lookahead(inner, k=k, alpha=alpha)
+
+
+@register_wrapper("polyak", "iterate averaging: uniform Polyak-Ruppert (decay unset) or EMA (decay), "
+                  "swapped in for evaluation")
+def _polyak(inner, decay: float | None = None, start: int = 0):
+    return IterateAveraging(inner, decay=decay, start=start)
+
+
+@register_wrapper("sam", "SAM (Foret et al. 2021): gradient at w + rho g/||g||; m-sharpness with m",
+                  first_order_inner=True)
+def _sam(inner, rho: float = 0.05, m: int | None = None):
+    return SAM(inner, rho=rho, m=m)
+
+
+@register_wrapper("asam", "adaptive SAM (Kwon et al. 2021): perturbation scaled by |w| + eta",
+                  first_order_inner=True)
+def _asam(inner, rho: float = 0.5, eta: float = 0.01, m: int | None = None):
+    return SAM(inner, rho=rho, adaptive=True, eta=eta, m=m)
+
+
 def available_optimizers() -> list[str]:
     return sorted(OPTIMIZERS)
 
 
+def available_wrappers() -> list[str]:
+    return sorted(WRAPPERS)
+
+
+def _unknown(name: str) -> LandscapeError:
+    wrappers = ", ".join(f"{w}:INNER" for w in available_wrappers())
+    return LandscapeError(f"unknown optimizer {name!r}; choose from {', '.join(available_optimizers())}, "
+                          f"or wrap one: {wrappers}")
+
+
 def get_entry(name: str) -> OptimizerEntry:
-    try:
+    """The entry of a base optimizer, or of a wrapped one (``lookahead:adam``: the inner entry's
+    learning-rate default, weight-decay handling and closure needs)."""
+    if not isinstance(name, str):
+        raise _unknown(repr(name))
+    head, colon, rest = name.partition(":")
+    if not colon:
+        if name not in OPTIMIZERS:
+            raise _unknown(name)
         return OPTIMIZERS[name]
-    except KeyError:
-        raise LandscapeError(f"unknown optimizer {name!r}; choose from {', '.join(available_optimizers())}") from None
+    if head not in WRAPPERS:
+        raise _unknown(name)
+    inner = get_entry(rest)
+    if WRAPPERS[head].first_order_inner and inner.needs_closure:
+        raise LandscapeError(f"{head} computes the gradients itself and wraps first-order optimizers; "
+                             f"{rest!r} runs its own line search")
+    return OptimizerEntry(name, inner.factory, inner.default_lr, f"{head} around {rest}",
+                          inner.native_weight_decay, inner.needs_closure)
 
 
 def build_optimizer(spec: Mapping[str, Any], params) -> torch.optim.Optimizer:
-    """``{"name": "adam", "lr": 1e-3, "weight_decay": 0, **options}`` -> optimizer over ``params``."""
+    """``{"name": "adam", "lr": 1e-3, "weight_decay": 0, **options}`` -> optimizer over ``params``.
+
+    For ``WRAPPER:INNER`` names the options the wrapper's factory accepts go to the wrapper, the
+    others to the inner optimizer.
+    """
     options = dict(spec)
-    entry = get_entry(options.pop("name"))
+    name = options.pop("name")
+    entry = get_entry(name)
     lr = options.pop("lr", None)
     lr = entry.default_lr if lr is None else lr
     weight_decay = options.pop("weight_decay", 0.0) or 0.0
@@ -114,5 +247,17 @@ def build_optimizer(spec: Mapping[str, Any], params) -> torch.optim.Optimizer:
         raise LandscapeError(f"learning rate must be a positive number, got {lr!r}")
     if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
         raise LandscapeError(f"weight decay must be a non-negative number, got {weight_decay!r}")
-    return call_with_options(entry.factory, f"optimizer {entry.name!r}", options, params=params, lr=float(lr),
-                             weight_decay=float(weight_decay))
+    return _build(name, options, list(params), float(lr), float(weight_decay))
+
+
+def _build(name: str, options: dict[str, Any], params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    head, colon, rest = name.partition(":")
+    if not colon:
+        entry = OPTIMIZERS[name]
+        return call_with_options(entry.factory, f"optimizer {name!r}", options, params=params, lr=lr,
+                                 weight_decay=weight_decay)
+    wrapper = WRAPPERS[head]
+    own = set(accepted_options(wrapper.factory, ("inner",)) or ())
+    inner = _build(rest, {k: v for k, v in options.items() if k not in own}, params, lr, weight_decay)
+    return call_with_options(wrapper.factory, f"optimizer wrapper {head!r}",
+                             {k: v for k, v in options.items() if k in own}, inner=inner)

@@ -26,6 +26,7 @@ from landscape.devices import resolve_device
 from landscape.errors import LandscapeError, TrainingDiverged
 from landscape.losses import evaluate, get_loss
 from landscape.models import count_parameters, normalize_spec
+from landscape.options import accepted_options
 from landscape.runs import Checkpoint, Run
 from landscape.seeding import capture_rng_state, restore_rng_state, seed_everything
 
@@ -92,8 +93,10 @@ def build_experiment(config: Mapping[str, Any]) -> Experiment:
     cfg["optimizer"].setdefault("weight_decay", 0.0)
     seed_everything(training["seed"])  # model init does not depend on how the data was made
     model = model_from_config(cfg, dataset).to(device)
-    optimizer = build_optimizer(cfg["optimizer"], model.parameters())
     steps_per_epoch = math.ceil(dataset.num_train / training["batch_size"])
+    if "steps_per_epoch" in (accepted_options(entry.factory) or ()):  # epoch-based step sizes (bb)
+        cfg["optimizer"].setdefault("steps_per_epoch", steps_per_epoch)
+    optimizer = build_optimizer(cfg["optimizer"], model.parameters())
     total = _resolve_schedule(training, steps_per_epoch)
     return Experiment(cfg, dataset, model, optimizer, device, steps_per_epoch, total)
 
@@ -160,11 +163,22 @@ def format_metrics(row: Mapping[str, float], total_steps: int) -> str:
     return "  ".join(parts)
 
 
+def evaluation_weights(optimizer: torch.optim.Optimizer) -> contextlib.AbstractContextManager:
+    """The weights to evaluate: the averaged ones for iterate averaging (``polyak:...``, also when
+    wrapped again), otherwise the parameters as they are."""
+    while optimizer is not None:
+        if hasattr(optimizer, "averaged"):
+            return optimizer.averaged()
+        optimizer = getattr(optimizer, "inner", None)
+    return contextlib.nullcontext()
+
+
 def _measure(exp: Experiment, step: int, lr: float, seconds: float) -> dict[str, float]:
     training = exp.config["training"]
     loss, batch = training["loss"], training["eval_batch_size"]
-    train = evaluate(exp.model, exp.dataset.x_train, exp.dataset.y_train, loss, batch)
-    test = evaluate(exp.model, exp.dataset.x_test, exp.dataset.y_test, loss, batch)
+    with evaluation_weights(exp.optimizer):
+        train = evaluate(exp.model, exp.dataset.x_train, exp.dataset.y_train, loss, batch)
+        test = evaluate(exp.model, exp.dataset.x_test, exp.dataset.y_test, loss, batch)
     row = {"step": step, "epoch": step / exp.steps_per_epoch, "train_loss": train["loss"],
            "test_loss": test["loss"], "lr": lr, "time": seconds}
     if "acc" in train:
@@ -238,14 +252,7 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            def closure() -> torch.Tensor:
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(xb), yb)
-                if penalty:
-                    loss = loss + l2_penalty(model, penalty)
-                loss.backward()
-                return loss
-
+            closure = make_closure(model, optimizer, loss_fn, xb, yb, penalty)
             loss = optimizer.step(closure)
             loss_value = float(loss.detach()) if loss is not None else math.nan
             if not math.isfinite(loss_value):
@@ -270,6 +277,25 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
     run.write()
     seconds = time.perf_counter() - t0
     return TrainResult(run, run.last_metrics(), steps_run, seconds)
+
+
+def make_closure(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, xb: torch.Tensor,
+                 yb: torch.Tensor, penalty: float = 0.0) -> Callable[..., torch.Tensor]:
+    """``closure(part=None)``: zero the gradients, evaluate the mini-batch loss (plus the L2 penalty
+    for optimizers without native weight decay) and back-propagate. ``part=(i, k)`` evaluates only
+    chunk i of ``torch.tensor_split(batch, k)`` (SAM's m-sharpness); ``closure.batch_size`` is B."""
+
+    def closure(part: tuple[int, int] | None = None) -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        x, y = (xb, yb) if part is None else (xb.tensor_split(part[1])[part[0]], yb.tensor_split(part[1])[part[0]])
+        loss = loss_fn(model(x), y)
+        if penalty:
+            loss = loss + l2_penalty(model, penalty)
+        loss.backward()
+        return loss
+
+    closure.batch_size = int(xb.shape[0])
+    return closure
 
 
 def _mark_diverged(run: Run, error: TrainingDiverged) -> None:
