@@ -22,6 +22,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "cifar10": vision.load_cifar10,
     "cifar100": vision.load_cifar100,
     "rosenbrock": synthetic.load_rosenbrock,
+    "beale": synthetic.load_beale,
     "rahimi-recht": synthetic.load_rahimi_recht,
     "quadratic": synthetic.load_quadratic,
     "teacher-student": synthetic.load_teacher_student,

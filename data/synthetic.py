@@ -45,6 +45,28 @@ def load_rosenbrock(noise: tuple[float, float] | list[float] = (1.0, 1.0), train
                          "default_model": {"name": "rosenbrock"}})
 
 
+def load_beale(noise: tuple[float, float] | list[float] = (1.0, 1.0), train_samples: int = 10000,
+               seed: int = 0) -> Dataset:
+    """Noisy Beale function: B(x, y) = sum_i eps_i (c_i - x + x y^i)^2, i = 1..3, with
+    (c_1, c_2, c_3) = (1.5, 2.25, 2.625) and eps_i ~ U[a, b] drawn per evaluation and term.
+
+    ``noise=(1, 1)`` is Beale's deterministic function (minimum 0 at (3, 0.5)); any noise keeps that
+    minimiser since every term vanishes there. As for ``rosenbrock``, each training sample is one
+    draw (eps_1, eps_2, eps_3), the ``beale`` model returns the residuals sqrt(eps_i) (c_i - x + x y^i)
+    and the ``sum_squares`` loss gives B; the test split is the deterministic point eps = (1, 1, 1).
+    """
+    a, b = (float(v) for v in noise)
+    if not (0.0 <= a <= b):
+        raise ValueError(f"noise must be [a, b] with 0 <= a <= b, got {list(noise)}")
+    rng = np.random.default_rng(seed)
+    n = int(train_samples)
+    eps = rng.uniform(a, b, size=(n, 3)) if b > a else np.full((n, 3), a)
+    return Dataset("beale", _t(eps), torch.zeros(n, 3), torch.ones(1, 3), torch.zeros(1, 3),
+                   task="regression", loss="sum_squares",
+                   meta={"noise": [a, b], "minimizer": [3.0, 0.5], "minimum": 0.0,
+                         "default_model": {"name": "beale"}})
+
+
 def load_rahimi_recht(dim: int = 6, condition: float = 1e5, train_samples: int = 1000, test_samples: int = 200,
                       seed: int = 0) -> Dataset:
     """Rahimi & Recht (2017) ill-conditioned linear regression y = A x for a two-layer linear network.

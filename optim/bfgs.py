@@ -38,7 +38,7 @@ class BFGS(torch.optim.Optimizer):
         first = self.param_groups[0]["params"][0]
         for saved in state_dict["state"].values():
             if "inverse_hessian" in saved:
-                self.state[first]["inverse_hessian"] = saved["inverse_hessian"].to(first.device, torch.float64)
+                self.state[first]["inverse_hessian"] = saved["inverse_hessian"].to(first.device, torch.float64).clone()
 
     @torch.no_grad()
     def step(self, closure):
@@ -76,7 +76,7 @@ class BFGS(torch.optim.Optimizer):
                 h = torch.eye(g.numel(), dtype=torch.float64, device=g.device) * (sy / float(y @ y))
             rho = 1.0 / sy
             hy = h @ y
-            # (I - rho s y^T) H (I - rho y s^T) + rho s s^T, expanded to rank-two updates
-            h = h - rho * (torch.outer(s, hy) + torch.outer(hy, s)) + (rho * rho * float(y @ hy) + rho) * torch.outer(s, s)
+            # (I - rho s y^T) H (I - rho y s^T) + rho s s^T as three in-place rank-one updates
+            h.addr_(s, hy, alpha=-rho).addr_(hy, s, alpha=-rho).addr_(s, s, alpha=rho * rho * float(y @ hy) + rho)
             state["inverse_hessian"] = h
         return loss

@@ -165,11 +165,15 @@ def _bfgs(params, lr, weight_decay, c1: float = 1e-4, c2: float = 0.9, max_evalu
 
 @register_optimizer("lbfgs", 1.0, "L-BFGS (Nocedal 1980) with strong-Wolfe line search (torch.optim.LBFGS)",
                     native_weight_decay=False, needs_closure=True)
-def _lbfgs(params, lr, weight_decay, max_iter: int = 20, history_size: int = 10,
+def _lbfgs(params, lr, weight_decay, max_iter: int = 20, max_eval: int | None = None, history_size: int = 10,
            tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9,
            line_search_fn: str | None = "strong_wolfe"):
+    """``max_eval`` defaults to torch's max_iter * 5 // 4, except for max_iter < 4, where that leaves the
+    line search no evaluation at all (torch then never moves); there it is max_iter + 25."""
     del weight_decay  # applied as an L2 term in the loss by the training loop
-    return torch.optim.LBFGS(params, lr=lr, max_iter=max_iter, history_size=history_size,
+    if max_eval is None and max_iter < 4:
+        max_eval = max_iter + 25
+    return torch.optim.LBFGS(params, lr=lr, max_iter=max_iter, max_eval=max_eval, history_size=history_size,
                              tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
                              line_search_fn=line_search_fn)
 

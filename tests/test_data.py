@@ -57,6 +57,25 @@ def test_rosenbrock_objective_is_exact():
         load_dataset("rosenbrock", noise=[2, 1])
 
 
+def test_noisy_beale_objective_is_exact_and_keeps_its_minimiser():
+    from landscape.losses import sum_squares
+    from landscape.models import build_model
+
+    ds = load_dataset("beale", noise=[0.5, 1.5], train_samples=400)
+    assert ds.x_train.shape == (400, 3) and float(ds.x_train.min()) >= 0.5
+    x, y = 1.0, 1.5
+    model = build_model({"name": "beale", "start": [x, y]}, ds.input_shape, ds.output_dim)
+    eps = ds.x_train.double()
+    terms = [(c - x + x * y ** i) ** 2 for i, c in zip((1, 2, 3), (1.5, 2.25, 2.625))]
+    expected = float(sum(eps[:, i] * terms[i] for i in range(3)).mean())
+    assert float(sum_squares(model(ds.x_train), ds.y_train).detach()) == pytest.approx(expected, rel=1e-6)
+    at_min = build_model({"name": "beale", "start": [3.0, 0.5]}, ds.input_shape, ds.output_dim)
+    assert float(sum_squares(at_min(ds.x_train), ds.y_train).detach()) == 0.0
+    # deterministic test point: Beale's function itself, 14.203125 at (0, 0)
+    origin = build_model({"name": "beale", "start": [0.0, 0.0]}, ds.input_shape, ds.output_dim)
+    assert float(sum_squares(origin(ds.x_test), ds.y_test).detach()) == pytest.approx(14.203125)
+
+
 def test_quadratic_hessian_has_exact_spectrum():
     from landscape.losses import mse
 

@@ -103,6 +103,21 @@ def test_registry_matches_torch(spec, make):
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
+def test_lbfgs_single_iteration_steps_move():
+    # torch's default max_eval (max_iter * 5 // 4 = 1) would leave the line search no evaluation
+    w = torch.tensor([-1.2, 1.0], requires_grad=True)
+    opt = build_optimizer({"name": "lbfgs", "max_iter": 1}, [w])
+
+    def closure():
+        opt.zero_grad()
+        loss = (1 - w[0]) ** 2 + 100 * (w[1] - w[0] ** 2) ** 2
+        loss.backward()
+        return loss
+    for _ in range(60):
+        opt.step(closure)
+    assert float(torch.linalg.norm(w.detach() - 1)) < 1e-3
+
+
 def test_optimizer_errors():
     params = [torch.nn.Parameter(torch.zeros(2))]
     with pytest.raises(LandscapeError, match="unknown optimizer"):

@@ -1,6 +1,6 @@
 """Model registry. A model is described by a JSON-able spec ``{"name": ..., **options}`` and rebuilt
 from it (never unpickled). Names: ``mlp``, ``linear``, ``linear2``, ``cnn``, ``conv1d``, ``lenet``,
-``resnet20``, ``resnet32``, ``resnet56``, ``vgg11``, ``random-cnn``, ``rosenbrock``, or a custom
+``resnet20``, ``resnet32``, ``resnet56``, ``vgg11``, ``random-cnn``, ``rosenbrock``, ``beale``, or a custom
 ``module:factory`` / ``path/to/file.py:factory`` called as ``factory(input_shape=..., num_outputs=...,
 **options)`` (the two shape arguments only where the factory accepts them).
 
@@ -33,6 +33,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet32": resnet.resnet32,
     "resnet56": resnet.resnet56,
     "rosenbrock": objectives.rosenbrock,
+    "beale": objectives.beale,
 }
 
 

@@ -41,3 +41,37 @@ def rosenbrock(input_shape: Sequence[int], num_outputs: int, start: Sequence[flo
     if num_outputs != 2:
         raise ValueError("the rosenbrock model pairs with the rosenbrock data set (2 residuals)")
     return RosenbrockResiduals(start)
+
+
+BEALE_CONSTANTS = (1.5, 2.25, 2.625)
+
+
+class BealeResiduals(nn.Module):
+    """Residuals sqrt(eps_i) (c_i - x + x y^i), i = 1..3, of the (noisy) Beale function at ``xy``.
+
+    With the ``sum_squares`` loss this is B(x, y) = sum_i eps_i (c_i - x + x y^i)^2 (minimum 0 at
+    (3, 0.5)). The default start is drawn uniformly in [-4.5, 4.5]^2, Beale's usual domain.
+    """
+
+    def __init__(self, start: Sequence[float] | None = None):
+        super().__init__()
+        if start is None:
+            point = torch.rand(2) * 9.0 - 4.5
+        else:
+            if len(start) != 2:
+                raise ValueError("start must be [x, y]")
+            point = torch.tensor([float(s) for s in start])
+        self.xy = nn.Parameter(point)
+
+    def forward(self, eps: torch.Tensor) -> torch.Tensor:
+        x, y = self.xy[0], self.xy[1]
+        eps = eps.reshape(eps.shape[0], -1)[:, :3]
+        terms = torch.stack([c - x + x * y ** (i + 1) for i, c in enumerate(BEALE_CONSTANTS)])
+        return torch.sqrt(eps) * terms
+
+
+def beale(input_shape: Sequence[int], num_outputs: int, start: Sequence[float] | None = None) -> nn.Module:
+    """Point model for the ``beale`` data set (2 parameters, 3 residual outputs)."""
+    if num_outputs != 3:
+        raise ValueError("the beale model pairs with the beale data set (3 residuals)")
+    return BealeResiduals(start)

@@ -1,0 +1,94 @@
+"""Per-step cost of every optimizer relative to SGD on the MNIST-1D MLP (2x100 ReLU, batch 100).
+
+Each optimizer takes ``--steps`` steps through ``opt.step(closure)`` on the same sequence of
+mini-batches (the closure zeroes the gradients, evaluates the loss and back-propagates); the
+measurement is repeated ``--repeats`` times, interleaved across optimizers, and the median is
+reported with the number of closure evaluations (forward-backward passes) per step.
+BFGS holds a dense 15,210^2 inverse Hessian here (1.9 GB), far beyond its intended use; it is
+timed anyway to show why ``bfgs`` refuses models above 4096 parameters by default.
+
+    python benchmarks/optimizer_cost.py [--steps 100] [--repeats 5] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from landscape.data import load_dataset
+from landscape.losses import cross_entropy
+from landscape.models import build_model
+from landscape.optim import build_optimizer
+
+SUITE = {
+    "sgd": {"lr": 0.1}, "momentum": {"lr": 0.02}, "nesterov": {"lr": 0.02}, "adagrad": {"lr": 0.01},
+    "rmsprop": {"lr": 1e-3}, "adam": {"lr": 1e-3}, "adamw": {"lr": 1e-3}, "delta-bar-delta": {"lr": 0.01},
+    "bb": {"lr": 0.01, "steps_per_epoch": 40}, "parabola": {"lr": 0.01}, "cg-fr": {}, "cg-pr": {},
+    "lbfgs": {"max_iter": 1}, "bfgs": {"max_parameters": 20000}, "lookahead:adam": {"lr": 1e-3},
+    "polyak:sgd": {"lr": 0.1}, "sam:sgd": {"lr": 0.1}, "asam:sgd": {"lr": 0.1}, "sam:sgd (m=25)": {"lr": 0.1, "m": 25},
+}
+
+
+def measure(name: str, options: dict, ds, batches: list) -> tuple[float, float]:
+    torch.manual_seed(0)
+    model = build_model("mlp", ds.input_shape, ds.output_dim)
+    opt = build_optimizer({"name": name.split(" ")[0], **options}, model.parameters())
+    calls = [0]
+    for step, (x, y) in enumerate(batches):
+        def closure(part=None, x=x, y=y):
+            calls[0] += 1
+            opt.zero_grad(set_to_none=True)
+            if part is not None:
+                x, y = x.tensor_split(part[1])[part[0]], y.tensor_split(part[1])[part[0]]
+            loss = cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+        closure.batch_size = int(x.shape[0])
+        if step == 1:  # the first step allocates state: not timed
+            t0 = time.perf_counter()
+            calls[0] = 0
+        opt.step(closure)
+    steps = len(batches) - 1
+    return (time.perf_counter() - t0) / steps, calls[0] / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    ds = load_dataset("mnist1d")
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(args.steps + 1):
+        idx = torch.randint(0, ds.num_train, (100,), generator=g)
+        batches.append((ds.x_train[idx], ds.y_train[idx]))
+    times = {n: [] for n in SUITE}
+    evals = {}
+    for _ in range(args.repeats):
+        for name, options in SUITE.items():
+            steps = batches[:6] if name == "bfgs" else batches  # seconds per step: five are enough
+            seconds, per_step = measure(name, options, ds, steps)
+            times[name].append(seconds)
+            evals[name] = per_step
+    base = statistics.median(times["sgd"])
+    results = {n: {"ms_per_step": 1e3 * statistics.median(t), "relative_to_sgd": statistics.median(t) / base,
+                   "evaluations_per_step": evals[n]} for n, t in times.items()}
+    if args.json:
+        print(json.dumps(results))
+        return
+    print(f"MNIST-1D MLP (15,210 parameters), batch 100, median of {args.repeats} x {args.steps} steps, 1 thread")
+    print("| optimizer | ms / step | x SGD | forward-backward passes / step |")
+    print("|---|---|---|---|")
+    for n, r in results.items():
+        print(f"| {n} | {r['ms_per_step']:.2f} | {r['relative_to_sgd']:.2f} | {r['evaluations_per_step']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
