@@ -317,7 +317,7 @@ def figure(results: dict, path: str, max_iter: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--grid-runs", type=int, default=3)
+    parser.add_argument("--grid-runs", type=int, default=10)
     parser.add_argument("--max-iter", type=int, default=10000)
     parser.add_argument("--problems", default=",".join(TABLE1), help=f"from {', '.join(PROBLEMS)}")
     parser.add_argument("--optimizers", default=",".join(GRIDS))
