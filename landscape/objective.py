@@ -65,6 +65,30 @@ class Objective:
         self.device = device
         self.dtype = next(iter(self.theta.values())).dtype
 
+    @classmethod
+    def live(cls, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy"
+             ) -> "Objective":
+        """The loss of one mini-batch on ``model`` itself, for optimizers: no copy, the model's own
+        train/eval mode and buffers, and ``theta`` holding detached *views* of the live parameters
+        (every parameter that requires grad), so in-place updates of the model show through."""
+        self = cls.__new__(cls)
+        self.model = model
+        self.loss_name = loss
+        self.loss_fn = get_loss(loss)
+        named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        if not named:
+            raise LandscapeError("the model has no trainable parameters")
+        self.layout = ParamLayout.from_tensors(named)
+        self.theta = {n: p.detach() for n, p in named.items()}
+        self.frozen = {n: p.detach() for n, p in model.named_parameters() if n not in named}
+        self.frozen.update(dict(model.named_buffers()))
+        self.batches = [(x, y)]
+        self.weights = [1.0]
+        self.num_samples = x.shape[0]
+        self.device = x.device
+        self.dtype = next(iter(self.theta.values())).dtype
+        return self
+
     # --- structure ---------------------------------------------------------------------------------
     @property
     def dim(self) -> int:

@@ -9,6 +9,7 @@ from .averaging import IterateAveraging
 from .barzilai_borwein import BarzilaiBorwein
 from .bfgs import BFGS
 from .conjugate_gradient import NonlinearCG
+from .curveball import CurveBall
 from .delta_bar_delta import DeltaBarDelta
 from .lookahead import Lookahead
 from .parabola import ParabolaStep
@@ -16,9 +17,9 @@ from .registry import (OPTIMIZERS, WRAPPERS, available_optimizers, available_wra
                        register_optimizer, register_wrapper)
 from .sam import SAM
 from .schedules import lr_factor
-from .training import Experiment, TrainResult, build_experiment, train
+from .training import Experiment, TrainResult, build_experiment, make_closure, train
 
 __all__ = ["OPTIMIZERS", "WRAPPERS", "available_optimizers", "available_wrappers", "build_optimizer",
            "register_optimizer", "register_wrapper", "lr_factor", "Experiment", "TrainResult", "build_experiment",
-           "train", "BFGS", "BarzilaiBorwein", "DeltaBarDelta", "IterateAveraging", "Lookahead", "NonlinearCG",
+           "train", "make_closure", "BFGS", "CurveBall", "BarzilaiBorwein", "DeltaBarDelta", "IterateAveraging", "Lookahead", "NonlinearCG",
            "ParabolaStep", "SAM"]

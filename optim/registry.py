@@ -25,6 +25,7 @@ from .averaging import IterateAveraging
 from .barzilai_borwein import BarzilaiBorwein
 from .bfgs import BFGS
 from .conjugate_gradient import NonlinearCG
+from .curveball import CurveBall
 from .delta_bar_delta import DeltaBarDelta
 from .lookahead import Lookahead
 from .parabola import ParabolaStep
@@ -38,7 +39,8 @@ class OptimizerEntry:
     default_lr: float
     summary: str
     native_weight_decay: bool = True
-    needs_closure: bool = False  # re-evaluates the loss inside step (line searches)
+    needs_closure: bool = False  # re-evaluates the loss inside step (line searches, curvature methods)
+    needs_model: bool = False    # built from the model and loss name (curvature methods)
 
 
 @dataclass(frozen=True)
@@ -54,11 +56,12 @@ WRAPPERS: dict[str, WrapperEntry] = {}
 
 
 def register_optimizer(name: str, default_lr: float, summary: str, native_weight_decay: bool = True,
-                       needs_closure: bool = False):
+                       needs_closure: bool = False, needs_model: bool = False):
     """Decorator adding a factory ``fn(params, lr, weight_decay, **options)`` to the registry."""
 
     def wrap(fn: Callable[..., torch.optim.Optimizer]) -> Callable[..., torch.optim.Optimizer]:
-        OPTIMIZERS[name] = OptimizerEntry(name, fn, default_lr, summary, native_weight_decay, needs_closure)
+        OPTIMIZERS[name] = OptimizerEntry(name, fn, default_lr, summary, native_weight_decay, needs_closure,
+                                          needs_model)
         return fn
 
     return wrap
@@ -178,6 +181,15 @@ def _lbfgs(params, lr, weight_decay, max_iter: int = 20, max_eval: int | None = 
                              line_search_fn=line_search_fn)
 
 
+@register_optimizer("curveball", 1.0, "CurveBall (Henriques et al. 2019): z <- rho z - beta ((G + lambda I) z + g), "
+                    "w <- w + z, automatic rho, beta, lambda", needs_closure=True, needs_model=True)
+def _curveball(model, loss, lr, weight_decay, rho: float | None = None, beta: float | None = None,
+               damping: float | None = None, auto_damping: bool = True, lambda_every: int = 5,
+               lambda_factor: float = 0.999):
+    return CurveBall(model, loss, lr=lr, rho=rho, beta=beta, damping=damping, auto_damping=auto_damping,
+                     lambda_every=lambda_every, lambda_factor=lambda_factor, weight_decay=weight_decay)
+
+
 @register_wrapper("lookahead", "Lookahead (Zhang et al. 2019): every k steps, slow += alpha (fast - slow)")
 def _lookahead(inner, k: int = 5, alpha: float = 0.5):
     return Lookahead(inner, k=k, alpha=alpha)
@@ -232,12 +244,14 @@ def get_entry(name: str) -> OptimizerEntry:
         raise LandscapeError(f"{head} computes the gradients itself and wraps first-order optimizers; "
                              f"{rest!r} runs its own line search")
     return OptimizerEntry(name, inner.factory, inner.default_lr, f"{head} around {rest}",
-                          inner.native_weight_decay, inner.needs_closure)
+                          inner.native_weight_decay, inner.needs_closure, inner.needs_model)
 
 
-def build_optimizer(spec: Mapping[str, Any], params) -> torch.optim.Optimizer:
+def build_optimizer(spec: Mapping[str, Any], params, *, model: torch.nn.Module | None = None,
+                    loss: str | None = None) -> torch.optim.Optimizer:
     """``{"name": "adam", "lr": 1e-3, "weight_decay": 0, **options}`` -> optimizer over ``params``.
 
+    Curvature methods (CurveBall, Newton, ...) are built from ``model`` and the ``loss`` name instead.
     For ``WRAPPER:INNER`` names the options the wrapper's factory accepts go to the wrapper, the
     others to the inner optimizer.
     """
@@ -251,17 +265,22 @@ def build_optimizer(spec: Mapping[str, Any], params) -> torch.optim.Optimizer:
         raise LandscapeError(f"learning rate must be a positive number, got {lr!r}")
     if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
         raise LandscapeError(f"weight decay must be a non-negative number, got {weight_decay!r}")
-    return _build(name, options, list(params), float(lr), float(weight_decay))
+    if entry.needs_model and (model is None or loss is None):
+        raise LandscapeError(f"optimizer {name!r} uses the loss as a function of the parameters: "
+                             "build it with build_optimizer(spec, params, model=model, loss=loss_name)")
+    fixed = {"model": model, "loss": loss} if entry.needs_model else {}
+    return _build(name, options, list(params), float(lr), float(weight_decay), fixed)
 
 
-def _build(name: str, options: dict[str, Any], params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def _build(name: str, options: dict[str, Any], params: list, lr: float, weight_decay: float,
+           fixed: dict[str, Any]) -> torch.optim.Optimizer:
     head, colon, rest = name.partition(":")
     if not colon:
         entry = OPTIMIZERS[name]
         return call_with_options(entry.factory, f"optimizer {name!r}", options, params=params, lr=lr,
-                                 weight_decay=weight_decay)
+                                 weight_decay=weight_decay, **fixed)
     wrapper = WRAPPERS[head]
     own = set(accepted_options(wrapper.factory, ("inner",)) or ())
-    inner = _build(rest, {k: v for k, v in options.items() if k not in own}, params, lr, weight_decay)
+    inner = _build(rest, {k: v for k, v in options.items() if k not in own}, params, lr, weight_decay, fixed)
     return call_with_options(wrapper.factory, f"optimizer wrapper {head!r}",
                              {k: v for k, v in options.items() if k in own}, inner=inner)

@@ -96,7 +96,7 @@ def build_experiment(config: Mapping[str, Any]) -> Experiment:
     steps_per_epoch = math.ceil(dataset.num_train / training["batch_size"])
     if "steps_per_epoch" in (accepted_options(entry.factory) or ()):  # epoch-based step sizes (bb)
         cfg["optimizer"].setdefault("steps_per_epoch", steps_per_epoch)
-    optimizer = build_optimizer(cfg["optimizer"], model.parameters())
+    optimizer = build_optimizer(cfg["optimizer"], model.parameters(), model=model, loss=training["loss"])
     total = _resolve_schedule(training, steps_per_epoch)
     return Experiment(cfg, dataset, model, optimizer, device, steps_per_epoch, total)
 
@@ -283,7 +283,8 @@ def make_closure(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_
                  yb: torch.Tensor, penalty: float = 0.0) -> Callable[..., torch.Tensor]:
     """``closure(part=None)``: zero the gradients, evaluate the mini-batch loss (plus the L2 penalty
     for optimizers without native weight decay) and back-propagate. ``part=(i, k)`` evaluates only
-    chunk i of ``torch.tensor_split(batch, k)`` (SAM's m-sharpness); ``closure.batch_size`` is B."""
+    chunk i of ``torch.tensor_split(batch, k)`` (SAM's m-sharpness); ``closure.batch_size`` is B and
+    ``closure.batch`` the mini-batch (x, y) that curvature optimizers evaluate themselves."""
 
     def closure(part: tuple[int, int] | None = None) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
@@ -295,6 +296,7 @@ def make_closure(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_
         return loss
 
     closure.batch_size = int(xb.shape[0])
+    closure.batch = (xb, yb)
     return closure
 
 

@@ -53,7 +53,7 @@ class FisherOperator(OutputSpaceOperator):
             self._scores[b] = torch.stack(scores)
         return self._scores[b]
 
-    def _output_product(self, b: int, out: torch.Tensor, jv: torch.Tensor) -> torch.Tensor:
+    def output_product(self, b: int, out: torch.Tensor, jv: torch.Tensor) -> torch.Tensor:
         s = self._score(b, out)                              # (S, n, ...)
         n = out.shape[0]
         coeff = (s * jv).reshape(s.shape[0], n, -1).sum(-1)  # s_n . (J v)_n

@@ -28,8 +28,9 @@ class OutputSpaceOperator(CurvatureOperator):
         self._linearizations: dict[int, tuple] = {}
         self._bytes: int | None = None
 
-    def _linearization(self, b: int):
-        """(outputs, vjp function) of batch b, cached while the graph memory fits the budget."""
+    def linearization(self, b: int):
+        """(outputs f(theta), pullback u -> J^T u as a list per parameter) of batch b; the graph is cached
+        while its memory fits the budget (with ``cache=False`` the pullback may be called once)."""
         if b in self._linearizations:
             return self._linearizations[b]
         obj = self.objective
@@ -50,20 +51,22 @@ class OutputSpaceOperator(CurvatureOperator):
             self._linearizations[b] = entry
         return entry
 
-    def _jvp_rows(self, b: int, rows: torch.Tensor) -> list[torch.Tensor]:
+    def jvp_rows(self, b: int, rows: torch.Tensor) -> list[torch.Tensor]:
+        """J v in output space (forward mode) for each flat row v."""
         obj = self.objective
         x, _ = obj.batches[b]
         return [jvp(lambda th: obj.output(th, x), (obj.theta,), (obj.layout.unflatten(r),))[1] for r in rows]
 
-    def _output_product(self, b: int, out: torch.Tensor, jv: torch.Tensor) -> torch.Tensor:
+    def output_product(self, b: int, out: torch.Tensor, jv: torch.Tensor) -> torch.Tensor:
+        """M_b u for an output-space vector u (M = the loss Hessian for the GGN, the Fisher factor for Fisher)."""
         raise NotImplementedError
 
     def _batch_rows(self, b: int, rows: torch.Tensor) -> torch.Tensor:
-        out, pullback = self._linearization(b)
+        out, pullback = self.linearization(b)
         layout = self.objective.layout
         result = []
-        for jv in self._jvp_rows(b, rows):
-            result.append(layout.flatten(pullback(self._output_product(b, out, jv))))
+        for jv in self.jvp_rows(b, rows):
+            result.append(layout.flatten(pullback(self.output_product(b, out, jv))))
         return torch.stack(result)
 
 
@@ -71,7 +74,7 @@ class GGNOperator(OutputSpaceOperator):
     def _options(self) -> dict:
         return {"cache": self.cache}
 
-    def _output_product(self, b: int, out: torch.Tensor, jv: torch.Tensor) -> torch.Tensor:
+    def output_product(self, b: int, out: torch.Tensor, jv: torch.Tensor) -> torch.Tensor:
         obj = self.objective
         _, y = obj.batches[b]
         return jvp(grad(lambda z: obj.loss_fn(z, y)), (out,), (jv,))[1]

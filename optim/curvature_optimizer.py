@@ -1,0 +1,64 @@
+"""Base class and calling convention of the curvature-based optimizers (CurveBall, AdaHessian,
+Newton, Gauss-Newton / Levenberg-Marquardt, Hessian-free, saddle-free Newton, K-FAC).
+
+They need the loss as a function of the parameters, not only its gradient, so they are built from
+the model and the loss name, and stepped with the mini-batch::
+
+    opt = CurveBall(model, loss="cross_entropy")
+    for x, y in loader:
+        loss = opt.step(batch=(x, y))          # or opt.step(closure) with closure.batch == (x, y)
+
+``landscape.optim.make_closure`` closures carry ``.batch``, so the training loop steps every
+optimizer the same way. The curvature products come from the shared operators of
+``landscape.operators`` on ``Objective.live(model, x, y, loss)`` (the live parameters, no copy).
+Weight decay is the L2 term (weight_decay / 2) ||w||^2 added to the loss: its gradient
+weight_decay * w and its curvature weight_decay * I enter every model these methods build.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from landscape.objective import Objective
+
+
+class CurvatureOptimizer(torch.optim.Optimizer):
+    def __init__(self, model: torch.nn.Module, loss: str, defaults: dict):
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError("curvature optimizers are built from the model: Name(model, loss=...)")
+        params = [p for p in model.parameters() if p.requires_grad]
+        super().__init__(params, defaults)
+        if len(self.param_groups) != 1:
+            raise ValueError("curvature optimizers use a single parameter group")
+        self.model = model
+        self.loss = loss
+        Objective.live(model, torch.zeros(1), torch.zeros(1), loss)  # validates the loss name early
+
+    def objective(self, closure=None, batch=None) -> Objective:
+        """The live objective of the step's mini-batch (``batch`` or ``closure.batch``)."""
+        if batch is None:
+            batch = getattr(closure, "batch", None)
+        if batch is None:
+            raise RuntimeError(f"{type(self).__name__} needs the mini-batch: step(batch=(x, y)), or a closure "
+                               "with a .batch attribute (landscape.optim.make_closure)")
+        x, y = batch
+        return Objective.live(self.model, x, y, self.loss)
+
+    @property
+    def scalars(self) -> dict:
+        """Optimizer-wide state (held in the first parameter's state: state keys must be parameters)."""
+        return self.state[self.param_groups[0]["params"][0]]
+
+    @torch.no_grad()
+    def add_to_params(self, objective: Objective, vector: torch.Tensor, alpha: float = 1.0) -> None:
+        for name, piece in objective.layout.unflatten(vector).items():
+            objective.theta[name].add_(piece, alpha=alpha)
+
+    @staticmethod
+    def loss_and_gradient(objective: Objective) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = objective.batches[0]
+        leaves = {n: t.detach().requires_grad_() for n, t in objective.theta.items()}
+        with torch.enable_grad():
+            loss = objective.batch_loss(leaves, x, y)
+            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True, materialize_grads=True)
+        return loss.detach(), objective.layout.flatten(list(grads))
