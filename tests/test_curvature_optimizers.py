@@ -100,16 +100,17 @@ def test_curveball_automatic_steps_descend_and_solve_a_quadratic():
         assert float(grad @ z) < 0  # Theorem A.2: z_{t+1} is a descent direction at w_t
     model, xq, yq, w_star = _quadratic_model()
     opt = CurveBall(model, "mse", damping=0.0, auto_damping=False)
-    for _ in range(30):
+    for _ in range(100):
         opt.step(batch=(xq, yq))
-    assert float((_flat(model) - w_star).norm()) < 1e-8
+    assert float((_flat(model) - w_star).norm()) < 1e-6  # (w* is exact for the float64 data; x, y are float32)
 
 
 def test_curveball_through_the_registry_and_training_loop(tmp_path):
     from landscape.optim import train
     from landscape.runs import Run
     cfg = {"data": {"name": "digits", "samples": 300}, "model": {"name": "mlp", "widths": [16]},
-           "optimizer": {"name": "curveball"}, "training": {"steps": 30, "batch_size": 50, "device": "cpu"}}
+           "optimizer": {"name": "curveball", "damping": 1.0}, "training": {"steps": 30, "batch_size": 50,
+                                                                          "device": "cpu"}}
     result = train(cfg, tmp_path / "cb")
     metrics = Run.open(tmp_path / "cb").metrics
     assert result.final["train_loss"] < 0.8 * metrics["train_loss"][0]
