@@ -5,21 +5,28 @@
 ...                 "optimizer": {"name": "adam", "lr": 1e-3}, "training": {"epochs": 5}}, "runs/demo")
 """
 
+from .adahessian import AdaHessian
 from .averaging import IterateAveraging
 from .barzilai_borwein import BarzilaiBorwein
 from .bfgs import BFGS
 from .conjugate_gradient import NonlinearCG
 from .curveball import CurveBall
 from .delta_bar_delta import DeltaBarDelta
+from .gauss_newton import GaussNewton, LevenbergMarquardt
+from .hessian_free import HessianFree
+from .kfac import KFAC
 from .lookahead import Lookahead
+from .newton import Newton, NewtonCG
 from .parabola import ParabolaStep
 from .registry import (OPTIMIZERS, WRAPPERS, available_optimizers, available_wrappers, build_optimizer,
                        register_optimizer, register_wrapper)
+from .saddle_free import SaddleFreeNewton
 from .sam import SAM
 from .schedules import lr_factor
 from .training import Experiment, TrainResult, build_experiment, make_closure, train
 
 __all__ = ["OPTIMIZERS", "WRAPPERS", "available_optimizers", "available_wrappers", "build_optimizer",
            "register_optimizer", "register_wrapper", "lr_factor", "Experiment", "TrainResult", "build_experiment",
-           "train", "make_closure", "BFGS", "CurveBall", "BarzilaiBorwein", "DeltaBarDelta", "IterateAveraging", "Lookahead", "NonlinearCG",
+           "train", "make_closure", "AdaHessian", "BFGS", "CurveBall", "GaussNewton", "HessianFree", "KFAC",
+           "LevenbergMarquardt", "Newton", "NewtonCG", "SaddleFreeNewton", "BarzilaiBorwein", "DeltaBarDelta", "IterateAveraging", "Lookahead", "NonlinearCG",
            "ParabolaStep", "SAM"]

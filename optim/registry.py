@@ -21,14 +21,20 @@ import torch
 from landscape.errors import LandscapeError
 from landscape.options import accepted_options, call_with_options
 
+from .adahessian import AdaHessian
 from .averaging import IterateAveraging
 from .barzilai_borwein import BarzilaiBorwein
 from .bfgs import BFGS
 from .conjugate_gradient import NonlinearCG
 from .curveball import CurveBall
 from .delta_bar_delta import DeltaBarDelta
+from .gauss_newton import GaussNewton, LevenbergMarquardt
+from .hessian_free import HessianFree
+from .kfac import KFAC
 from .lookahead import Lookahead
+from .newton import Newton, NewtonCG
 from .parabola import ParabolaStep
+from .saddle_free import SaddleFreeNewton
 from .sam import SAM
 
 
@@ -188,6 +194,71 @@ def _curveball(model, loss, lr, weight_decay, rho: float | None = None, beta: fl
                lambda_factor: float = 0.999):
     return CurveBall(model, loss, lr=lr, rho=rho, beta=beta, damping=damping, auto_damping=auto_damping,
                      lambda_every=lambda_every, lambda_factor=lambda_factor, weight_decay=weight_decay)
+
+
+@register_optimizer("adahessian", 0.15, "AdaHessian (Yao et al. 2021): Adam on a Rademacher-Hutchinson Hessian "
+                    "diagonal, spatially averaged, decoupled weight decay", needs_closure=True, needs_model=True)
+def _adahessian(model, loss, lr, weight_decay, betas: Iterable[float] = (0.9, 0.999), eps: float = 1e-4,
+                hessian_power: float = 1.0, update_each: int = 1, seed: int = 0):
+    return AdaHessian(model, loss, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                      hessian_power=hessian_power, update_each=update_each, seed=seed)
+
+
+@register_optimizer("newton", 1.0, "Newton with the dense Hessian made positive definite (eigenvalue or Cholesky "
+                    "modification) and a strong-Wolfe line search (small models)", needs_closure=True, needs_model=True)
+def _newton(model, loss, lr, weight_decay, modification: str = "eigen", min_curvature: float = 1e-8,
+            max_evaluations: int = 25, max_parameters: int = 4096):
+    return Newton(model, loss, lr=lr, modification=modification, min_curvature=min_curvature,
+                  max_evaluations=max_evaluations, max_parameters=max_parameters, weight_decay=weight_decay)
+
+
+@register_optimizer("newton-cg", 1.0, "line-search Newton-CG on the exact Hessian, stopped at negative curvature",
+                    needs_closure=True, needs_model=True)
+def _newton_cg(model, loss, lr, weight_decay, cg_iterations: int = 100, max_evaluations: int = 25):
+    return NewtonCG(model, loss, lr=lr, cg_iterations=cg_iterations, max_evaluations=max_evaluations,
+                    weight_decay=weight_decay)
+
+
+@register_optimizer("hessian-free", 1.0, "Hessian-free (Martens 2010): truncated CG on the damped Gauss-Newton "
+                    "matrix, warm starts, CG backtracking, Levenberg-Marquardt damping", needs_closure=True,
+                    needs_model=True)
+def _hessian_free(model, loss, lr, weight_decay, damping: float = 1.0, cg_iterations: int = 250,
+                  decay: float = 0.95, epsilon: float = 5e-4, adapt_damping: bool = True):
+    return HessianFree(model, loss, lr=lr, damping=damping, cg_iterations=cg_iterations, decay=decay,
+                       epsilon=epsilon, adapt_damping=adapt_damping, weight_decay=weight_decay)
+
+
+@register_optimizer("gauss-newton", 1.0, "Gauss-Newton step -(G + eps I)^-1 g with backtracking",
+                    needs_closure=True, needs_model=True)
+def _gauss_newton(model, loss, lr, weight_decay, damping: float = 1e-8, dense_limit: int = 2000,
+                  cg_iterations: int = 100):
+    return GaussNewton(model, loss, lr=lr, damping=damping, dense_limit=dense_limit, cg_iterations=cg_iterations,
+                       weight_decay=weight_decay)
+
+
+@register_optimizer("levenberg-marquardt", 1.0, "Levenberg-Marquardt on the Gauss-Newton matrix, damping from the "
+                    "reduction ratio (identity or diag(G) scaling)", needs_closure=True, needs_model=True)
+def _levenberg_marquardt(model, loss, lr, weight_decay, damping: float | None = None, scaling: str = "identity",
+                         max_tries: int = 30, dense_limit: int = 2000, cg_iterations: int = 100):
+    return LevenbergMarquardt(model, loss, lr=lr, damping=damping, scaling=scaling, max_tries=max_tries,
+                              dense_limit=dense_limit, cg_iterations=cg_iterations, weight_decay=weight_decay)
+
+
+@register_optimizer("saddle-free-newton", 1.0, "saddle-free Newton (Dauphin et al. 2014): |H|^-1 g in a Lanczos "
+                    "Krylov subspace", needs_closure=True, needs_model=True)
+def _saddle_free(model, loss, lr, weight_decay, krylov_dim: int = 20, damping: float = 1e-4,
+                 complement_lr: float = 0.0):
+    return SaddleFreeNewton(model, loss, lr=lr, krylov_dim=krylov_dim, damping=damping, complement_lr=complement_lr,
+                            weight_decay=weight_decay)
+
+
+@register_optimizer("kfac", 0.01, "K-FAC (Martens & Grosse 2015; KFC for convolutions): Kronecker-factored Fisher "
+                    "with factored Tikhonov damping, momentum", needs_closure=True, needs_model=True)
+def _kfac(model, loss, lr, weight_decay, momentum: float = 0.9, damping: float = 1e-3, factor_decay: float = 0.95,
+          factor_every: int = 1, inverse_every: int = 10, fisher: str = "mc", seed: int = 0):
+    return KFAC(model, loss, lr=lr, momentum=momentum, damping=damping, factor_decay=factor_decay,
+                factor_every=factor_every, inverse_every=inverse_every, fisher=fisher, weight_decay=weight_decay,
+                seed=seed)
 
 
 @register_wrapper("lookahead", "Lookahead (Zhang et al. 2019): every k steps, slow += alpha (fast - slow)")

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from landscape.errors import LandscapeError
-from landscape.optim import OPTIMIZERS, build_optimizer, lr_factor
+from landscape.losses import get_loss
+from landscape.optim import OPTIMIZERS, build_optimizer, lr_factor, make_closure
 from landscape.runs import Checkpoint, read_checkpoint, write_checkpoint
 
 
@@ -17,16 +18,15 @@ def _problem():
 
 def _steps(model, opt, x, y, n):
     for _ in range(n):
-        def closure():
-            opt.zero_grad()
-            loss = ((model(x) - y) ** 2).mean()
-            loss.backward()
-            return loss
-        opt.step(closure)
+        opt.step(make_closure(model, opt, get_loss("mse"), x, y))
+
+
+def _build(spec, model):
+    return build_optimizer(spec, model.parameters(), model=model, loss="mse")
 
 
 SUITE = sorted(OPTIMIZERS) + ["lookahead:adam", "polyak:momentum", "sam:sgd", "asam:momentum",
-                              "lookahead:sam:adam", "lookahead:lbfgs"]
+                              "lookahead:sam:adam", "lookahead:lbfgs", "lookahead:curveball"]
 
 
 @pytest.mark.parametrize("name", SUITE)
@@ -35,14 +35,14 @@ def test_state_dict_roundtrip_through_hdf5_resumes_identically(name, tmp_path):
     torch.manual_seed(0)
     ref = torch.nn.Linear(5, 1)
     spec = {"name": name, "lr": 0.01}
-    ref_opt = build_optimizer(spec, ref.parameters())
+    ref_opt = _build(spec, ref)
     _steps(ref, ref_opt, x, y, 3)
     write_checkpoint(tmp_path / "c.h5", Checkpoint.from_model(3, 0, ref, ref_opt))
     _steps(ref, ref_opt, x, y, 4)
 
     torch.manual_seed(123)
     model = torch.nn.Linear(5, 1)
-    opt = build_optimizer(spec, model.parameters())
+    opt = _build(spec, model)
     ckpt = read_checkpoint(tmp_path / "c.h5")
     ckpt.load_into(model)
     opt.load_state_dict(ckpt.optimizer)
@@ -55,7 +55,9 @@ def test_state_dict_roundtrip_through_hdf5_resumes_identically(name, tmp_path):
 CONVERGENCE_LR = {"sgd": 0.3, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.5, "rmsprop": 0.003, "adam": 0.01,
                   "adamw": 0.01, "delta-bar-delta": 0.1, "bb": 0.3, "parabola": 0.1, "cg-fr": 1.0, "cg-pr": 1.0,
                   "bfgs": 1.0, "lbfgs": 1.0, "lookahead:adam": 0.02, "polyak:momentum": 0.05, "sam:sgd": 0.3,
-                  "asam:momentum": 0.05, "lookahead:sam:adam": 0.02, "lookahead:lbfgs": 1.0}
+                  "asam:momentum": 0.05, "lookahead:sam:adam": 0.02, "lookahead:lbfgs": 1.0, "curveball": 1.0,
+                  "adahessian": 0.1, "newton": 1.0, "newton-cg": 1.0, "hessian-free": 1.0, "gauss-newton": 1.0,
+                  "levenberg-marquardt": 1.0, "saddle-free-newton": 1.0, "kfac": 0.1, "lookahead:curveball": 1.0}
 
 
 @pytest.mark.parametrize("name", SUITE)
@@ -70,7 +72,7 @@ def test_every_optimizer_converges_on_least_squares(name):
         options["rho"] = 1e-3  # SAM settles within ~rho of the minimum by design
     if name == "bb":
         options["steps_per_epoch"] = 5
-    opt = build_optimizer(options, model.parameters())
+    opt = _build(options, model)
     loss0 = float(((model(x) - y) ** 2).mean().detach())
     _steps(model, opt, x, y, 400)
     with getattr(opt, "averaged", contextlib.nullcontext)():
@@ -98,7 +100,7 @@ def test_registry_matches_torch(spec, make):
     a = torch.nn.Linear(5, 1)
     b = torch.nn.Linear(5, 1)
     b.load_state_dict(a.state_dict())
-    _steps(a, build_optimizer(spec, a.parameters()), x, y, 5)
+    _steps(a, _build(spec, a), x, y, 5)
     _steps(b, make(b.parameters()), x, y, 5)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 

@@ -8,7 +8,7 @@
 >>> H.blocks()["0"]                 # per-layer diagonal block
 """
 
-from .base import CurvatureOperator, DenseOperator, LinearOperator
+from .base import CurvatureOperator, DenseOperator, LinearOperator, ShiftedOperator
 from .fisher import FisherOperator
 from .ggn import GGNOperator
 from .hessian import HessianOperator
@@ -16,4 +16,4 @@ from .hessian import HessianOperator
 CURVATURES = {"hessian": HessianOperator, "ggn": GGNOperator, "fisher": FisherOperator}
 
 __all__ = ["CURVATURES", "CurvatureOperator", "DenseOperator", "FisherOperator", "GGNOperator",
-           "HessianOperator", "LinearOperator"]
+           "HessianOperator", "LinearOperator", "ShiftedOperator"]

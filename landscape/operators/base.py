@@ -65,6 +65,19 @@ class LinearOperator:
         return ScipyOperator(self.shape, matvec=mv, rmatvec=mv, matmat=mm, dtype=np.float64)
 
 
+class ShiftedOperator(LinearOperator):
+    """A + shift I for an operator A (damping, or the curvature of an L2 term)."""
+
+    def __init__(self, op: LinearOperator, shift: float):
+        super().__init__()
+        self.op, self.shift = op, float(shift)
+        self.shape, self.dtype, self.device = op.shape, op.dtype, op.device
+
+    def _matmat_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        out = self.op._matmat_rows(rows)
+        return out + self.shift * rows if self.shift else out
+
+
 class DenseOperator(LinearOperator):
     """A symmetric matrix held in memory, with the operator interface (reference and tests)."""
 

@@ -1,0 +1,85 @@
+"""AdaHessian (Yao, Gholami, Shen, Mustafa, Keutzer & Mahoney 2021; seed ``003_…`` Algorithm 2, seed
+survey Sec. 3.9): Adam with the squared gradient replaced by a Hutchinson estimate of the Hessian
+diagonal.
+
+    D = z * (H z),  z with i.i.d. Rademacher (+-1) entries        (Hutchinson; E[D] = diag(H))
+    D_bar = spatial average of |D| over each convolution kernel's spatial dims (and over the
+            whole tensor for a 1-D parameter only when ``average_bias``), D itself elsewhere
+    m <- beta1 m + (1 - beta1) g,       v <- beta2 v + (1 - beta2) D_bar^2
+    w <- w - lr ( (m / (1 - beta1^t)) / ((v / (1 - beta2^t))^(k/2) + eps) + weight_decay w )
+
+k = ``hessian_power`` (1 in the paper; 1/2 interpolates towards Adam-like scaling) and the weight
+decay is decoupled (AdamW style). The diagonal is re-estimated every ``update_each`` steps (the
+last estimate is reused in between). The probes are drawn from the optimizer's own generator
+(seeded, saved in the state), with both signs: one public implementation draws ``randint(0, 1)``,
+i.e. all -1, which turns D into the Hessian's row sums; the tests check we do not.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from landscape.operators import HessianOperator
+
+from .curvature_optimizer import CurvatureOptimizer
+
+
+def rademacher(n: int, generator: torch.Generator, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """n i.i.d. +-1 entries with probability 1/2 each."""
+    return (torch.randint(0, 2, (n,), generator=generator) * 2 - 1).to(dtype=dtype, device=device)
+
+
+class AdaHessian(CurvatureOptimizer):
+    def __init__(self, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 0.15,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-4, weight_decay: float = 0.0,
+                 hessian_power: float = 1.0, update_each: int = 1, seed: int = 0):
+        if not 0 < hessian_power <= 1:
+            raise ValueError("hessian_power must be in (0, 1]")
+        if int(update_each) != update_each or update_each < 1:
+            raise ValueError("update_each must be a positive integer")
+        super().__init__(model, loss, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                           hessian_power=hessian_power, update_each=int(update_each)))
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def hutchinson_diagonal(self, obj) -> torch.Tensor:
+        """One-probe estimate z * (H z) of diag(H) (flat)."""
+        z = rademacher(obj.dim, self.generator, obj.dtype, obj.device)
+        return z * (HessianOperator(obj, method="double-backward") @ z)
+
+    @staticmethod
+    def spatial_average(obj, diagonal: torch.Tensor) -> torch.Tensor:
+        """|D| averaged over the spatial dims of conv kernels (tensors with 3+ dims), per output/input channel."""
+        out = {}
+        for name, d in obj.layout.unflatten(diagonal).items():
+            d = d.abs()
+            if d.dim() >= 3:
+                d = d.mean(dim=tuple(range(2, d.dim())), keepdim=True).expand_as(d)
+            out[name] = d
+        return obj.layout.flatten(out)
+
+    def step(self, closure=None, *, batch=None):
+        group = self.param_groups[0]
+        obj = self.objective(closure, batch)
+        loss, g = self.loss_and_gradient(obj)
+        state = self.scalars
+        if "exp_avg" not in state:
+            state.update(step=0, exp_avg=torch.zeros_like(g), exp_hessian_sq=torch.zeros_like(g),
+                         diagonal=torch.zeros_like(g))
+            state["generator"] = self.generator.get_state()
+        self.generator.set_state(state["generator"].to("cpu", torch.uint8))  # load_state_dict may re-cast it
+        if state["step"] % group["update_each"] == 0:
+            state["diagonal"] = self.spatial_average(obj, self.hutchinson_diagonal(obj))
+            state["generator"] = self.generator.get_state()
+        state["step"] += 1
+        t = state["step"]
+        beta1, beta2 = group["betas"]
+        state["exp_avg"].mul_(beta1).add_(g, alpha=1 - beta1)
+        state["exp_hessian_sq"].mul_(beta2).addcmul_(state["diagonal"], state["diagonal"], value=1 - beta2)
+        m_hat = state["exp_avg"] / (1 - beta1 ** t)
+        v_hat = state["exp_hessian_sq"] / (1 - beta2 ** t)
+        denom = v_hat.pow(group["hessian_power"] / 2) + group["eps"]
+        update = m_hat / denom
+        if group["weight_decay"]:
+            update = update + group["weight_decay"] * obj.point()
+        self.add_to_params(obj, update, -group["lr"])
+        return loss

@@ -1,0 +1,155 @@
+"""Gauss-Newton and Levenberg-Marquardt steps on the generalized Gauss-Newton matrix G (the shared
+``GGNOperator``; for least squares, G = 2 J^T J of the residuals).
+
+- Gauss-Newton: d = -(G + eps I)^-1 g, then a backtracking (Armijo) line search from t = 1.
+- Levenberg-Marquardt (Levenberg 1944; Marquardt 1963; Moré 1978): d = -(G + mu D)^-1 g with D = I
+  (``scaling="identity"``) or D = diag(G) (``"diagonal"``, Marquardt's scale invariance), accepted when
+  the reduction ratio rho = (f(w) - f(w + d)) / (m(0) - m(d)) of actual to predicted decrease,
+  m(d) = f + g^T d + 1/2 d^T G d, is positive; then mu <- mu max(1/3, 1 - (2 rho - 1)^3) and nu = 2,
+  otherwise mu <- nu mu, nu <- 2 nu and the step is solved again (Nielsen 1999). mu starts at
+  ``damping``, or at 1e-3 max diag(G) when unset (Madsen, Nielsen & Tingleff 2004).
+
+Systems with up to ``dense_limit`` unknowns are solved exactly with the dense G (one product per
+parameter); larger ones by conjugate gradient on the operator (``cg_iterations`` products at most).
+One ``step`` uses one mini-batch throughout (the stochastic problems draw it per step).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from landscape.objective import Objective
+from landscape.operators import GGNOperator
+
+from .curvature_optimizer import CurvatureOptimizer
+from .linear_solvers import conjugate_gradient
+
+
+class _GaussNewtonBase(CurvatureOptimizer):
+    def _system(self, obj: Objective):
+        """(apply G, dense G or None, diag(G) or None)."""
+        op = GGNOperator(obj)
+        group = self.param_groups[0]
+        if obj.dim <= group["dense_limit"]:
+            dense = op.to_dense().double()
+            return (lambda v: (dense @ v.double()).to(v.dtype)), dense, torch.diagonal(dense).to(obj.dtype)
+        return op.matvec, None, None
+
+    def _solve(self, apply, dense, b: torch.Tensor, shift: torch.Tensor | float) -> torch.Tensor:
+        """(G + shift) d = b, where shift is a number or a vector (a diagonal matrix)."""
+        if dense is not None:
+            shifted = dense + torch.diag(torch.as_tensor(shift, dtype=torch.float64, device=dense.device)
+                                         * torch.ones(dense.shape[0], dtype=torch.float64, device=dense.device))
+            try:
+                return torch.linalg.solve(shifted, b.double()).to(b.dtype)
+            except RuntimeError:  # singular: least-squares solution
+                return torch.linalg.lstsq(shifted, b.double()[:, None]).solution[:, 0].to(b.dtype)
+        return conjugate_gradient(lambda v: apply(v) + shift * v, b,
+                                  max_iter=self.param_groups[0]["cg_iterations"], tol=1e-8).solution
+
+    def _value(self, obj: Objective) -> float:
+        x, y = obj.batches[0]
+        wd = self.param_groups[0]["weight_decay"]
+        with torch.no_grad():
+            value = float(obj.batch_loss(obj.theta, x, y))
+            if wd:
+                value += 0.5 * wd * float(obj.point().pow(2).sum())
+        return value
+
+    def _loss_and_gradient(self, obj: Objective) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, g = self.loss_and_gradient(obj)
+        wd = self.param_groups[0]["weight_decay"]
+        if wd:
+            w = obj.point()
+            loss, g = loss + 0.5 * wd * w.pow(2).sum(), g + wd * w
+        return loss, g
+
+
+class GaussNewton(_GaussNewtonBase):
+    def __init__(self, model: torch.nn.Module, loss: str = "mse", lr: float = 1.0, damping: float = 1e-8,
+                 c1: float = 1e-4, max_backtracks: int = 30, dense_limit: int = 2000, cg_iterations: int = 100,
+                 weight_decay: float = 0.0):
+        super().__init__(model, loss, dict(lr=lr, damping=damping, c1=c1, max_backtracks=max_backtracks,
+                                           dense_limit=dense_limit, cg_iterations=cg_iterations,
+                                           weight_decay=weight_decay))
+
+    def step(self, closure=None, *, batch=None):
+        group = self.param_groups[0]
+        obj = self.objective(closure, batch)
+        loss, g = self._loss_and_gradient(obj)
+        apply, dense, _ = self._system(obj)
+        d = self._solve(apply, dense, -g, group["damping"] + group["weight_decay"])
+        slope = float(g @ d)
+        if not slope < 0:
+            d, slope = -g, -float(g @ g)
+        t, f0 = group["lr"], float(loss)
+        for _ in range(group["max_backtracks"]):
+            self.add_to_params(obj, d, t)
+            f = self._value(obj)
+            if math.isfinite(f) and f <= f0 + group["c1"] * t * slope:
+                break
+            self.add_to_params(obj, d, -t)
+            t *= 0.5
+        else:
+            t = 0.0
+        self.scalars["step_size"] = t
+        return loss
+
+
+class LevenbergMarquardt(_GaussNewtonBase):
+    def __init__(self, model: torch.nn.Module, loss: str = "mse", damping: float | None = None,
+                 scaling: str = "identity", max_tries: int = 30, dense_limit: int = 2000, cg_iterations: int = 100,
+                 lr: float = 1.0, weight_decay: float = 0.0):
+        if scaling not in ("identity", "diagonal"):
+            raise ValueError("scaling must be 'identity' or 'diagonal'")
+        if damping is not None and not damping > 0:
+            raise ValueError("damping must be positive")
+        super().__init__(model, loss, dict(lr=lr, damping=damping, scaling=scaling, max_tries=max_tries,
+                                           dense_limit=dense_limit, cg_iterations=cg_iterations,
+                                           weight_decay=weight_decay))
+
+    def step(self, closure=None, *, batch=None):
+        group = self.param_groups[0]
+        obj = self.objective(closure, batch)
+        loss, g = self._loss_and_gradient(obj)
+        apply, dense, diag = self._system(obj)
+        wd = group["weight_decay"]
+        if wd:
+            inner = apply
+            apply = lambda v: inner(v) + wd * v  # noqa: E731
+            dense = dense + wd * torch.eye(dense.shape[0], dtype=dense.dtype) if dense is not None else None
+            diag = diag + wd if diag is not None else None
+        state = self.scalars
+        if "mu" not in state:
+            if group["damping"] is not None:
+                mu = group["damping"]
+            elif diag is not None:
+                mu = 1e-3 * max(float(diag.max()), 1e-12)
+            else:
+                mu = 1.0
+            state.update(mu=mu, nu=2.0, rejected=0)
+        if group["scaling"] == "diagonal":
+            if diag is None:
+                raise RuntimeError("scaling='diagonal' needs the dense GGN (raise dense_limit)")
+            scale = torch.clamp(diag, min=1e-12 * max(float(diag.max()), 1e-300))
+        else:
+            scale = 1.0
+        f0 = float(loss)
+        for _ in range(group["max_tries"]):
+            mu = state["mu"]
+            d = self._solve(apply, dense, -g, mu * scale)
+            gd = float(g @ d)
+            predicted = -(gd + 0.5 * float(d @ apply(d)))
+            self.add_to_params(obj, d, group["lr"])
+            f = self._value(obj)
+            ratio = (f0 - f) / predicted if predicted > 0 else -1.0
+            if math.isfinite(f) and ratio > 0:
+                state["mu"] = mu * max(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3)
+                state["nu"] = 2.0
+                break
+            self.add_to_params(obj, d, -group["lr"])
+            state["mu"], state["nu"] = mu * state["nu"], 2.0 * state["nu"]
+            state["rejected"] += 1
+        return loss

@@ -1,0 +1,124 @@
+"""Newton's method with a modified Hessian, and line-search Newton-CG (Nocedal & Wright Ch. 3.4 and 7.1),
+on the exact Hessian from the shared ``HessianOperator``.
+
+- ``Newton`` (small models): the dense Hessian H (one product per parameter) is made positive definite
+  before solving B d = -g:
+  ``modification="eigen"``: B = Q max(Lambda, delta) Q^T with delta = ``min_curvature`` * max(1, max|lambda|)
+  (N&W eq. 3.41: negative eigenvalues raised to a small positive value, so a saddle direction gets a
+  tiny but positive curvature, not a flipped sign: compare saddle-free Newton);
+  ``modification="cholesky"``: B = H + tau I with the smallest tau in 0, beta, 2 beta, ... (times 2) for which
+  Cholesky succeeds, tau_0 = 0 when min diag(H) > 0 (N&W Algorithm 3.3, beta = 1e-3 max|H_ii|).
+- ``NewtonCG``: CG on H d = -g stopped at ||r|| <= min(0.5, sqrt(||g||)) ||g|| or at the first direction
+  of non-positive curvature (then the CG iterate so far, or -g at the first iteration: N&W Algorithm 7.1).
+
+Both finish with a strong-Wolfe line search from t = lr (1: the Newton step) on the same mini-batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from landscape.objective import Objective
+from landscape.operators import HessianOperator
+
+from .curvature_optimizer import CurvatureOptimizer
+from .line_search import strong_wolfe
+from .linear_solvers import conjugate_gradient
+
+
+class _LineSearchNewton(CurvatureOptimizer):
+    def _gradient(self, obj: Objective) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, g = self.loss_and_gradient(obj)
+        wd = self.param_groups[0]["weight_decay"]
+        if wd:
+            w = obj.point()
+            loss, g = loss + 0.5 * wd * w.pow(2).sum(), g + wd * w
+        return loss, g
+
+    def _search(self, obj: Objective, loss: torch.Tensor, g: torch.Tensor, d: torch.Tensor) -> float:
+        """Move the parameters along d by a strong-Wolfe step; returns the step length (0: no decrease)."""
+        group = self.param_groups[0]
+        x0 = obj.point()
+        moved = [0.0]
+
+        def evaluate(t: float) -> tuple[float, torch.Tensor]:
+            self.add_to_params(obj, d, t - moved[0])
+            moved[0] = t
+            value, grad = self._gradient(obj)
+            return float(value), grad
+
+        result = strong_wolfe(evaluate, float(loss), g, d, group["lr"], c1=1e-4, c2=0.9,
+                              max_evaluations=group["max_evaluations"])
+        with torch.no_grad():
+            for name, piece in obj.layout.unflatten(x0 + result.step * d).items():
+                obj.theta[name].copy_(piece)
+        return result.step
+
+
+class Newton(_LineSearchNewton):
+    def __init__(self, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 1.0,
+                 modification: str = "eigen", min_curvature: float = 1e-8, max_evaluations: int = 25,
+                 max_parameters: int = 4096, weight_decay: float = 0.0):
+        if modification not in ("eigen", "cholesky"):
+            raise ValueError("modification must be 'eigen' or 'cholesky'")
+        n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        if n > max_parameters:
+            raise ValueError(f"Newton forms the dense {n}x{n} Hessian; the model has more than max_parameters="
+                             f"{max_parameters} parameters (use newton-cg, hessian-free or raise max_parameters)")
+        super().__init__(model, loss, dict(lr=lr, modification=modification, min_curvature=min_curvature,
+                                           max_evaluations=max_evaluations, weight_decay=weight_decay))
+
+    @staticmethod
+    def modified_direction(h: torch.Tensor, g: torch.Tensor, modification: str, min_curvature: float
+                           ) -> torch.Tensor:
+        """-B^-1 g for the modified Hessian B (float64)."""
+        h, g64 = h.double(), g.double()
+        if modification == "eigen":
+            lam, q = torch.linalg.eigh(h)
+            delta = min_curvature * max(1.0, float(lam.abs().max()))
+            return -(q @ ((q.T @ g64) / torch.clamp(lam, min=delta))).to(g.dtype)
+        beta = 1e-3 * max(float(torch.diagonal(h).abs().max()), 1e-12)
+        low = float(torch.diagonal(h).min())
+        tau = 0.0 if low > 0 else -low + beta
+        eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+        while True:
+            factor, info = torch.linalg.cholesky_ex(h + tau * eye)
+            if int(info) == 0:
+                return -torch.cholesky_solve(g64[:, None], factor)[:, 0].to(g.dtype)
+            tau = max(2.0 * tau, beta)
+
+    def step(self, closure=None, *, batch=None):
+        group = self.param_groups[0]
+        obj = self.objective(closure, batch)
+        loss, g = self._gradient(obj)
+        h = HessianOperator(obj).to_dense()
+        if group["weight_decay"]:
+            h = h + group["weight_decay"] * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+        d = self.modified_direction(h, g, group["modification"], group["min_curvature"])
+        self.scalars["step_size"] = self._search(obj, loss, g, d)
+        return loss
+
+
+class NewtonCG(_LineSearchNewton):
+    def __init__(self, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 1.0,
+                 cg_iterations: int = 100, max_evaluations: int = 25, weight_decay: float = 0.0):
+        super().__init__(model, loss, dict(lr=lr, cg_iterations=cg_iterations, max_evaluations=max_evaluations,
+                                           weight_decay=weight_decay))
+
+    def step(self, closure=None, *, batch=None):
+        group = self.param_groups[0]
+        obj = self.objective(closure, batch)
+        loss, g = self._gradient(obj)
+        op = HessianOperator(obj)
+        wd = group["weight_decay"]
+        g_norm = float(g.norm())
+        if g_norm == 0:
+            return loss
+        forcing = min(0.5, math.sqrt(g_norm))
+        cg = conjugate_gradient(lambda v: op.matvec(v) + wd * v, -g, max_iter=group["cg_iterations"], tol=forcing)
+        d = cg.solution if (cg.iterations > 0 and bool(cg.solution.any())) else -g
+        self.scalars["cg_iterations"] = cg.iterations
+        self.scalars["step_size"] = self._search(obj, loss, g, d)
+        return loss
