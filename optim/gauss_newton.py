@@ -142,6 +142,8 @@ class LevenbergMarquardt(_GaussNewtonBase):
             d = self._solve(apply, dense, -g, mu * scale)
             gd = float(g @ d)
             predicted = -(gd + 0.5 * float(d @ apply(d)))
+            if not predicted > 1e-15 * max(abs(f0), 1e-30):  # nothing left to gain at machine precision
+                break
             self.add_to_params(obj, d, group["lr"])
             f = self._value(obj)
             ratio = (f0 - f) / predicted if predicted > 0 else -1.0

@@ -8,7 +8,7 @@ on the exact Hessian from the shared ``HessianOperator``.
   tiny but positive curvature, not a flipped sign: compare saddle-free Newton);
   ``modification="cholesky"``: B = H + tau I with the smallest tau in 0, beta, 2 beta, ... (times 2) for which
   Cholesky succeeds, tau_0 = 0 when min diag(H) > 0 (N&W Algorithm 3.3, beta = 1e-3 max|H_ii|).
-- ``NewtonCG``: CG on H d = -g stopped at ||r|| <= min(0.5, sqrt(||g||)) ||g|| or at the first direction
+- ``NewtonCG``: CG on H d = -g stopped at ||r|| <= min(0.5, sqrt(||g||)) ||g|| (or ``tolerance`` ||g||) or at the first direction
   of non-positive curvature (then the CG iterate so far, or -g at the first iteration: N&W Algorithm 7.1).
 
 Both finish with a strong-Wolfe line search from t = lr (1: the Newton step) on the same mini-batch.
@@ -103,9 +103,10 @@ class Newton(_LineSearchNewton):
 
 class NewtonCG(_LineSearchNewton):
     def __init__(self, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 1.0,
-                 cg_iterations: int = 100, max_evaluations: int = 25, weight_decay: float = 0.0):
-        super().__init__(model, loss, dict(lr=lr, cg_iterations=cg_iterations, max_evaluations=max_evaluations,
-                                           weight_decay=weight_decay))
+                 cg_iterations: int = 100, tolerance: float | None = None, max_evaluations: int = 25,
+                 weight_decay: float = 0.0):
+        super().__init__(model, loss, dict(lr=lr, cg_iterations=cg_iterations, tolerance=tolerance,
+                                           max_evaluations=max_evaluations, weight_decay=weight_decay))
 
     def step(self, closure=None, *, batch=None):
         group = self.param_groups[0]
@@ -116,7 +117,7 @@ class NewtonCG(_LineSearchNewton):
         g_norm = float(g.norm())
         if g_norm == 0:
             return loss
-        forcing = min(0.5, math.sqrt(g_norm))
+        forcing = group["tolerance"] if group["tolerance"] is not None else min(0.5, math.sqrt(g_norm))
         cg = conjugate_gradient(lambda v: op.matvec(v) + wd * v, -g, max_iter=group["cg_iterations"], tol=forcing)
         d = cg.solution if (cg.iterations > 0 and bool(cg.solution.any())) else -g
         self.scalars["cg_iterations"] = cg.iterations

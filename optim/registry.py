@@ -214,9 +214,10 @@ def _newton(model, loss, lr, weight_decay, modification: str = "eigen", min_curv
 
 @register_optimizer("newton-cg", 1.0, "line-search Newton-CG on the exact Hessian, stopped at negative curvature",
                     needs_closure=True, needs_model=True)
-def _newton_cg(model, loss, lr, weight_decay, cg_iterations: int = 100, max_evaluations: int = 25):
-    return NewtonCG(model, loss, lr=lr, cg_iterations=cg_iterations, max_evaluations=max_evaluations,
-                    weight_decay=weight_decay)
+def _newton_cg(model, loss, lr, weight_decay, cg_iterations: int = 100, tolerance: float | None = None,
+               max_evaluations: int = 25):
+    return NewtonCG(model, loss, lr=lr, cg_iterations=cg_iterations, tolerance=tolerance,
+                    max_evaluations=max_evaluations, weight_decay=weight_decay)
 
 
 @register_optimizer("hessian-free", 1.0, "Hessian-free (Martens 2010): truncated CG on the damped Gauss-Newton "

@@ -116,3 +116,144 @@ def test_curveball_through_the_registry_and_training_loop(tmp_path):
     assert result.final["train_loss"] < 0.8 * metrics["train_loss"][0]
     with pytest.raises(Exception, match="model=model"):
         build_optimizer({"name": "curveball"}, [torch.nn.Parameter(torch.zeros(2))])
+
+
+def _linear_regression(seed=0, n=30, d=4):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) @ torch.diag(torch.tensor([1.0, 2.0, 5.0, 10.0],
+                                                                                    dtype=torch.float64))
+    y = torch.randn(n, 1, generator=g, dtype=torch.float64)
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(d, 1).double()
+    design = torch.cat([x, torch.ones(n, 1, dtype=torch.float64)], 1)
+    solution = torch.linalg.lstsq(design, y).solution[:, 0]
+    return model, x, y, solution
+
+
+@pytest.mark.parametrize("name,options", [("newton", {}), ("newton", {"modification": "cholesky"}),
+                                          ("newton-cg", {"tolerance": 1e-12}), ("gauss-newton", {}),
+                                          ("levenberg-marquardt", {"damping": 1e-12}),
+                                          ("hessian-free", {"damping": 0.0, "adapt_damping": False}),
+                                          ("saddle-free-newton", {"damping": 0.0})])
+def test_second_order_methods_solve_a_quadratic_in_one_step(name, options):
+    model, x, y, solution = _linear_regression()
+    opt = build_optimizer({"name": name, **options}, model.parameters(), model=model, loss="mse")
+    opt.step(batch=(x, y))
+    torch.testing.assert_close(_flat(model), solution, rtol=1e-7, atol=1e-8)
+
+
+def test_levenberg_marquardt_adapts_its_damping():
+    ds = load_dataset("rosenbrock")
+    model = build_model({"name": "rosenbrock", "start": [-1.2, 1.0]}, ds.input_shape, ds.output_dim).double()
+    opt = build_optimizer({"name": "levenberg-marquardt"}, model.parameters(), model=model, loss="sum_squares")
+    batch = (ds.x_train[:1].double(), ds.y_train[:1].double())
+    for _ in range(40):
+        opt.step(batch=batch)
+    assert float((_flat(model) - 1).norm()) < 1e-8
+    assert opt.scalars["mu"] < 1e-3  # damping shrinks once the Gauss-Newton model is good near the solution
+
+
+def _saddle_model(start):
+    """f(u, v) = u^2 - v^2 + v^4 / 4 (a saddle at 0, minima at (0, +-sqrt 2)) as a model whose output is f."""
+    class Saddle(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(start, dtype=torch.float64))
+
+        def forward(self, x):
+            u, v = self.w
+            return (u * u - v * v + 0.25 * v ** 4).expand(x.shape[0], 1)
+    return Saddle()
+
+
+def test_saddle_free_newton_escapes_a_saddle_where_newton_is_attracted(monkeypatch):
+    # sum_squares of a scalar output would square it; use a loss that is the output itself
+    from landscape import losses
+    monkeypatch.setitem(losses.LOSSES, "identity_mean", lambda out, target: out.mean())
+    x, y = torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64)
+    plain = _saddle_model([0.5, 0.1])
+    # pure Newton (no modification, unit step): w - H^-1 g jumps onto the saddle at 0 in v (quadratic there)
+    h = torch.autograd.functional.hessian(lambda w: w[0] ** 2 - w[1] ** 2 + 0.25 * w[1] ** 4, plain.w.detach())
+    g = torch.autograd.functional.jacobian(lambda w: w[0] ** 2 - w[1] ** 2 + 0.25 * w[1] ** 4, plain.w.detach())
+    newton_point = plain.w.detach() - torch.linalg.solve(h, g)
+    assert abs(float(newton_point[1])) < abs(0.1)  # attracted towards the saddle's v = 0
+    sfn_model = _saddle_model([0.5, 0.1])
+    opt = build_optimizer({"name": "saddle-free-newton", "damping": 0.0}, sfn_model.parameters(), model=sfn_model,
+                          loss="identity_mean")
+    for _ in range(15):
+        opt.step(batch=(x, y))
+    u, v = sfn_model.w.detach().tolist()
+    assert abs(u) < 1e-8 and abs(abs(v) - 2 ** 0.5) < 1e-8  # escaped to the minima at v = +-sqrt(2)
+
+
+def test_adahessian_hutchinson_diagonal_converges_to_the_true_diagonal():
+    from landscape.objective import Objective
+    from landscape.optim import AdaHessian
+    model, x, y = _mlp_problem(seed=5)
+    opt = AdaHessian(model, "cross_entropy", seed=0)
+    obj = Objective.live(model, x, y, "cross_entropy")
+    dense = torch.autograd.functional.hessian(
+        lambda w: get_loss("cross_entropy")(torch.func.functional_call(
+            model, obj.layout.unflatten(w), (x,)), y), obj.point())
+    exact = torch.diagonal(dense)
+    estimate = torch.stack([opt.hutchinson_diagonal(obj) for _ in range(4000)]).mean(0)
+    assert float((estimate - exact).norm() / exact.norm()) < 0.1
+    # Rademacher probes have both signs (an all -1 probe gives row sums of H, not its diagonal)
+    from landscape.optim.adahessian import rademacher
+    z = rademacher(10000, torch.Generator().manual_seed(0), torch.float64, torch.device("cpu"))
+    assert set(z.unique().tolist()) == {-1.0, 1.0} and abs(float(z.mean())) < 0.03
+    row_sums = dense.sum(1)
+    assert float((estimate - row_sums).norm()) > 3 * float((estimate - exact).norm())
+
+
+def test_adahessian_update_matches_its_formula():
+    from landscape.optim import AdaHessian
+    model, x, y = _mlp_problem(seed=2)
+    opt = AdaHessian(model, "cross_entropy", lr=0.1, betas=(0.8, 0.9), eps=1e-4, weight_decay=0.01,
+                     hessian_power=0.5)
+    w0 = _flat(model)
+    opt.step(batch=(x, y))
+    d = opt.scalars["diagonal"]
+    state_m = opt.scalars["exp_avg"] / (1 - 0.8)
+    state_v = opt.scalars["exp_hessian_sq"] / (1 - 0.9)
+    torch.testing.assert_close(state_v, d * d)
+    expected = w0 - 0.1 * (state_m / (state_v.pow(0.25) + 1e-4) + 0.01 * w0)
+    torch.testing.assert_close(_flat(model), expected, rtol=1e-12, atol=1e-14)
+
+
+def test_kfac_on_linear_regression_is_a_newton_direction():
+    # one Linear layer with squared error: the empirical K-FAC factors are E[a a^T] and E[(dL/ds)^2], so
+    # G^-1 grad A^-1 is a multiple of the Newton step H^-1 grad (H = 2 E[a a^T]) when damping -> 0
+    from landscape.optim import KFAC
+    model, x, y, solution = _linear_regression()
+    opt = KFAC(model, "mse", lr=1.0, momentum=0.0, damping=1e-12, fisher="empirical")
+    w0 = _flat(model)
+    opt.step(batch=(x, y))
+    step = _flat(model) - w0
+    newton = solution - w0
+    cosine = float(step @ newton / (step.norm() * newton.norm()))
+    assert cosine > 1 - 1e-9
+
+
+def test_kfac_convolution_factors_match_unfolded_patches():
+    from landscape.optim import KFAC
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv1d(2, 3, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(3 * 8, 4)).double()
+    x = torch.randn(5, 2, 8, dtype=torch.float64)
+    y = torch.randint(0, 4, (5,))
+    opt = KFAC(model, "cross_entropy", fisher="empirical")
+    _, a_mats, g_mats = opt.factors(x, y)
+    conv = model[0]
+    padded = torch.nn.functional.pad(x, (1, 1))
+    patches = padded.unfold(2, 3, 1)  # (N, C, L, k)
+    rows = patches.permute(0, 2, 1, 3).reshape(5 * 8, 6)
+    rows = torch.cat([rows, torch.ones(40, 1, dtype=torch.float64)], 1)
+    torch.testing.assert_close(a_mats[conv], rows.T @ rows / 40)
+    # G: per-location output gradients of the summed loss (mean loss x N), summed over locations, / N
+    out = conv(x)
+    out.retain_grad()
+    loss = get_loss("cross_entropy")(model[3](model[2](model[1](out))), y) * 5
+    loss.backward()
+    g_rows = out.grad.permute(0, 2, 1).reshape(40, 3)
+    torch.testing.assert_close(g_mats[conv], g_rows.T @ g_rows / 5)
