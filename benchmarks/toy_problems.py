@@ -47,6 +47,7 @@ from landscape.data import load_dataset
 from landscape.losses import get_loss
 from landscape.models import build_model
 from landscape.optim import build_optimizer
+from landscape.optim.registry import get_entry
 
 TOLERANCE = 1e-4
 GAMMA = [0.1, 0.05, 0.01, 0.005, 0.001, 0.0005, 0.0001]
@@ -72,6 +73,16 @@ GRIDS: dict[str, dict[str, list]] = {
     "lookahead:adam": {"lr": GAMMA, "k": [5], "alpha": [0.5]},
     "polyak:momentum": {"lr": GAMMA, "momentum": MOMENTA, "decay": [0.9]},
     "sam:momentum": {"lr": GAMMA, "momentum": [0.9], "rho": [0.001]},
+    # curvature methods (suite II): the papers' defaults, no tuning
+    "curveball": {"damping": [10.0, 1.0, 0.1]},  # the initial lambda (paper: 10 without BN, toy value unstated)
+    "levenberg-marquardt": {"lr": [1.0]},
+    "gauss-newton": {"lr": [1.0]},
+    "newton": {"lr": [1.0]},
+    "newton-cg": {"lr": [1.0]},
+    "hessian-free": {"lr": [1.0]},
+    "saddle-free-newton": {"lr": [1.0]},
+    "adahessian": {"lr": GAMMA},
+    "kfac": {"lr": GAMMA, "damping": [1e-3]},
 }
 
 # the paper's Table 1 (mean +- std of iterations over 100 runs)
@@ -129,10 +140,13 @@ class Runs:
         for seed in seeds:
             torch.manual_seed(seed)
             models.append(build_model(spec.model, ds.input_shape, ds.output_dim))
+        self.models = models
         self.template = models[0]
         self.names = [n for n, _ in self.template.named_parameters()]
         self.params = [list(m.parameters()) for m in models]
         loss_fn = get_loss(ds.loss)
+        self.loss_name = ds.loss
+        self.dataset = ds
         self.generator = torch.Generator().manual_seed(1_000_003 * seeds[0] + len(seeds))
         self.spec, self.count = spec, len(seeds)
         if spec.stochastic_point:
@@ -163,6 +177,12 @@ class Runs:
     def exact_losses(self) -> torch.Tensor:
         with torch.no_grad():
             return self._losses(self._stacked(), self._exact_x)
+
+    def batch(self, run: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run ``run``'s mini-batch for a curvature optimizer: a fresh noise draw, or the full data."""
+        if self.spec.stochastic_point:
+            return self._draw()[run], self.dataset.y_test
+        return self.dataset.x_train, self.dataset.y_train
 
     def point(self, run: int = 0) -> list[float]:
         return self.params[run][0].detach().tolist()
@@ -200,12 +220,21 @@ def run_configs(problem: str, name: str, configs: list[dict], seeds: list[int], 
     return [[(hit[c * k + i], float(last[c * k + i])) for i in range(k)] for c in range(len(configs))]
 
 
+def _stepper(runs: Runs, name: str, options: dict) -> Callable[[], Any]:
+    """One iteration of optimizer ``name`` on the single run in ``runs``."""
+    model = runs.models[0]
+    opt = build_optimizer({"name": name, **options}, runs.params[0], model=model, loss=runs.loss_name)
+    if get_entry(name).needs_model:
+        return lambda: opt.step(batch=runs.batch())
+    return lambda: opt.step(runs.closure)
+
+
 def _run_alone(problem: str, name: str, options: dict, seed: int, max_iter: int) -> tuple[int | None, float]:
     runs = Runs(problem, [seed])
-    opt = build_optimizer({"name": name, **options}, runs.params[0])
+    step = _stepper(runs, name, options)
     loss = math.inf
     for it in range(1, max_iter + 1):
-        opt.step(runs.closure)
+        step()
         loss = float(runs.exact_losses()[0])
         if not math.isfinite(loss) or loss > 1e12:
             return None, math.inf
@@ -252,7 +281,7 @@ def evaluate(problem: str, name: str, options: dict, runs: int, max_iter: int) -
 
 def format_cell(entry: dict | None) -> str:
     if entry is None:
-        return "-"
+        return "n/a"
     if entry["mean"] is None:
         return "never"
     cell = f"{entry['mean']:.0f} ± {entry['std']:.0f}"
@@ -285,7 +314,8 @@ def figure(results: dict, path: str, max_iter: int) -> None:
     from landscape.plotting import save_figure
 
     chosen = results["rosenbrock"]
-    names = [n for n in ("momentum", "adam", "parabola", "bb", "cg-pr", "bfgs", "lbfgs") if n in chosen]
+    names = [n for n in ("momentum", "adam", "delta-bar-delta", "bfgs", "curveball", "levenberg-marquardt", "newton")
+             if n in chosen and chosen[n]["mean"] is not None]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.4))
     u, v = np.meshgrid(np.linspace(-2, 2, 400), np.linspace(-1, 3, 400))
     r = (1 - u) ** 2 + 100 * (v - u ** 2) ** 2
@@ -294,10 +324,10 @@ def figure(results: dict, path: str, max_iter: int) -> None:
         runs = Runs("rosenbrock", [0])
         with torch.no_grad():
             runs.params[0][0].copy_(torch.tensor([-1.2, 1.0]))
-        opt = build_optimizer({"name": n, **chosen[n]["settings"]}, runs.params[0])
+        step = _stepper(runs, n, chosen[n]["settings"])
         pts, losses = [runs.point()], [float(runs.exact_losses()[0])]
         for _ in range(max_iter):
-            opt.step(runs.closure)
+            step()
             pts.append(runs.point())
             losses.append(float(runs.exact_losses()[0]))
             if losses[-1] <= TOLERANCE or not math.isfinite(losses[-1]):
@@ -314,6 +344,26 @@ def figure(results: dict, path: str, max_iter: int) -> None:
     save_figure(fig, path)
 
 
+def report(files: list[str], figure_path: str | None) -> None:
+    """The combined table of several --save files (e.g. the first-order and the curvature runs)."""
+    merged: dict[str, dict] = {}
+    runs = max_iter = None
+    for path in files:
+        with open(path) as fh:
+            data = json.load(fh)
+        runs, max_iter = data["runs"], data["max_iter"]
+        for p, rows in data["results"].items():
+            merged.setdefault(p, {}).update(rows)
+    problems = [p for p in TABLE1 if p in merged] + [p for p in merged if p not in TABLE1]
+    optimizers = list(dict.fromkeys(o for p in problems for o in merged[p]))
+    print(f"iterations to the solution (tolerance {TOLERANCE:g}), mean ± std over {runs} runs; "
+          f"(x%) = share of runs that got there within {max_iter} iterations "
+          f"({LINE_SEARCH_MAX_ITER} for one-at-a-time methods)")
+    print(table(merged, problems, optimizers))
+    if figure_path and "rosenbrock" in merged:
+        figure(merged, figure_path, max_iter)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100)
@@ -324,7 +374,12 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--save", help="also write the results as JSON to this file")
     parser.add_argument("--figure", help="draw Rosenbrock trajectories of the chosen settings to this file")
+    parser.add_argument("--report", nargs="+", metavar="FILE",
+                        help="print the table (and draw --figure) from files written by --save, then stop")
     args = parser.parse_args()
+    if args.report:
+        report(args.report, args.figure)
+        return
     torch.set_num_threads(1)
     problems = args.problems.split(",")
     optimizers = args.optimizers.split(",")
@@ -339,6 +394,9 @@ def main() -> None:
     t0 = time.perf_counter()
     for p in problems:
         for o in optimizers:
+            if o == "kfac" and PROBLEMS[p].stochastic_point:
+                results[p][o] = None  # a point model has no Linear/Conv layer: K-FAC would be plain momentum
+                continue
             chosen = grid_search(p, o, grid_seeds, args.max_iter)
             results[p][o] = evaluate(p, o, chosen, args.runs, args.max_iter)
             print(f"[{time.perf_counter() - t0:7.1f}s] {p:15s} {o:16s} {format_cell(results[p][o]):>22s}  {chosen}",

@@ -13,8 +13,9 @@ curvature rows are zero.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch.func import functional_call
@@ -88,6 +89,21 @@ class Objective:
         self.device = x.device
         self.dtype = next(iter(self.theta.values())).dtype
         return self
+
+    @contextlib.contextmanager
+    def transformable(self) -> Iterator[None]:
+        """Within the block, BatchNorm layers in training mode keep using batch statistics but stop
+        updating their running statistics, an in-place mutation that ``torch.func`` transforms (jvp,
+        vmap) refuse. The running statistics are updated by the plain forward passes outside."""
+        changed = [m for m in self.model.modules()
+                   if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+        for m in changed:
+            m.track_running_stats = False
+        try:
+            yield
+        finally:
+            for m in changed:
+                m.track_running_stats = True
 
     # --- structure ---------------------------------------------------------------------------------
     @property

@@ -100,6 +100,8 @@ class KFAC(CurvatureOptimizer):
             with torch.enable_grad():
                 out = self.model(x)
                 n = x.shape[0]
+                if not bool(torch.isfinite(out).all()):  # diverged: report the loss, take no step
+                    return loss_fn(out, y).detach(), {}, {}
                 if self.param_groups[0]["fisher"] == "mc":
                     sampled = loss_fn(out, self._sampled_targets(out, y))
                     torch.autograd.backward(sampled, inputs=[m.weight for m in self.layers], retain_graph=True)
@@ -135,6 +137,8 @@ class KFAC(CurvatureOptimizer):
         self.generator.set_state(state["generator"].to("cpu", torch.uint8))  # load_state_dict may re-cast it
         loss, a_new, g_new = self.factors(x, y)
         state["generator"] = self.generator.get_state()
+        if not a_new:
+            return loss
         t = state["step"]
         decay = group["factor_decay"]
         for i, m in enumerate(self.layers):

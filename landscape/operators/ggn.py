@@ -55,7 +55,8 @@ class OutputSpaceOperator(CurvatureOperator):
         """J v in output space (forward mode) for each flat row v."""
         obj = self.objective
         x, _ = obj.batches[b]
-        return [jvp(lambda th: obj.output(th, x), (obj.theta,), (obj.layout.unflatten(r),))[1] for r in rows]
+        with obj.transformable():
+            return [jvp(lambda th: obj.output(th, x), (obj.theta,), (obj.layout.unflatten(r),))[1] for r in rows]
 
     def output_product(self, b: int, out: torch.Tensor, jv: torch.Tensor) -> torch.Tensor:
         """M_b u for an output-space vector u (M = the loss Hessian for the GGN, the Fisher factor for Fisher)."""

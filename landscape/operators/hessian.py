@@ -111,9 +111,10 @@ class HessianOperator(CurvatureOperator):
         def hvp(row: torch.Tensor) -> torch.Tensor:
             return layout.flatten(jvp(gradient, (obj.theta,), (layout.unflatten(row),))[1])
 
-        if batched:
-            return vmap(hvp)(rows)
-        return torch.stack([hvp(r) for r in rows])
+        with obj.transformable():
+            if batched:
+                return vmap(hvp)(rows)
+            return torch.stack([hvp(r) for r in rows])
 
     # --- products over all batches -----------------------------------------------------------------
     def _products(self, method: str, rows: torch.Tensor, batched: bool) -> torch.Tensor:
@@ -166,9 +167,10 @@ class HessianOperator(CurvatureOperator):
         self.calibration["double-backward"] = db if cached else db + build_s
         gradient = grad(lambda th: obj.batch_loss(th, x, y))
         try:
-            jvp(gradient, (obj.theta,), (probe,))  # warm-up of the functorch transforms
-            self.calibration["forward-over-reverse"] = _elapsed(lambda: jvp(gradient, (obj.theta,), (probe,)),
-                                                                self.device)
+            with obj.transformable():
+                jvp(gradient, (obj.theta,), (probe,))  # warm-up of the functorch transforms
+                self.calibration["forward-over-reverse"] = _elapsed(
+                    lambda: jvp(gradient, (obj.theta,), (probe,)), self.device)
         except RuntimeError:  # an operator without a forward-mode rule: keep the fallback
             self.calibration["forward-over-reverse"] = float("inf")
         self.method = min(("double-backward", "forward-over-reverse"), key=self.calibration.__getitem__)
