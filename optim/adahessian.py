@@ -57,7 +57,7 @@ class AdaHessian(CurvatureOptimizer):
             out[name] = d
         return obj.layout.flatten(out)
 
-    def step(self, closure=None, *, batch=None):
+    def _step(self, closure=None, batch=None):
         group = self.param_groups[0]
         obj = self.objective(closure, batch)
         loss, g = self.loss_and_gradient(obj)

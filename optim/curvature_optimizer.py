@@ -17,9 +17,32 @@ weight_decay * w and its curvature weight_decay * I enter every model these meth
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 
 from landscape.objective import Objective
+
+
+@contextlib.contextmanager
+def batchnorm_updates_once(model: torch.nn.Module) -> Iterator[None]:
+    """BatchNorm layers in training mode update their running statistics on their first plain forward
+    pass of the block only (a step evaluates the model many times: line searches, curvature products)."""
+    layers = [m for m in model.modules()
+              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+
+    def freeze(module, args, out):
+        module.track_running_stats = False
+
+    handles = [m.register_forward_hook(freeze) for m in layers]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for m in layers:
+            m.track_running_stats = True
 
 
 class CurvatureOptimizer(torch.optim.Optimizer):
@@ -33,6 +56,14 @@ class CurvatureOptimizer(torch.optim.Optimizer):
         self.model = model
         self.loss = loss
         Objective.live(model, torch.zeros(1), torch.zeros(1), loss)  # validates the loss name early
+
+    def step(self, closure=None, *, batch=None):
+        """One step on the mini-batch ``batch`` (or ``closure.batch``); returns the loss before it."""
+        with batchnorm_updates_once(self.model):
+            return self._step(closure, batch)
+
+    def _step(self, closure=None, batch=None):
+        raise NotImplementedError
 
     def objective(self, closure=None, batch=None) -> Objective:
         """The live objective of the step's mini-batch (``batch`` or ``closure.batch``)."""

@@ -60,7 +60,7 @@ class CurveBall(CurvatureOptimizer):
                                            auto_damping=auto_damping, lambda_every=int(lambda_every),
                                            lambda_factor=lambda_factor, weight_decay=weight_decay))
 
-    def step(self, closure=None, *, batch=None):
+    def _step(self, closure=None, batch=None):
         group = self.param_groups[0]
         obj = self.objective(closure, batch)
         _, y = obj.batches[0]

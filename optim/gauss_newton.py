@@ -75,7 +75,7 @@ class GaussNewton(_GaussNewtonBase):
                                            dense_limit=dense_limit, cg_iterations=cg_iterations,
                                            weight_decay=weight_decay))
 
-    def step(self, closure=None, *, batch=None):
+    def _step(self, closure=None, batch=None):
         group = self.param_groups[0]
         obj = self.objective(closure, batch)
         loss, g = self._loss_and_gradient(obj)
@@ -110,7 +110,7 @@ class LevenbergMarquardt(_GaussNewtonBase):
                                            dense_limit=dense_limit, cg_iterations=cg_iterations,
                                            weight_decay=weight_decay))
 
-    def step(self, closure=None, *, batch=None):
+    def _step(self, closure=None, batch=None):
         group = self.param_groups[0]
         obj = self.objective(closure, batch)
         loss, g = self._loss_and_gradient(obj)

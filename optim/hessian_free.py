@@ -42,7 +42,7 @@ class HessianFree(CurvatureOptimizer):
             value = float(obj.batch_loss(obj.theta, *obj.batches[0]))
             return value + (0.5 * wd * float(obj.point().pow(2).sum()) if wd else 0.0)
 
-    def step(self, closure=None, *, batch=None):
+    def _step(self, closure=None, batch=None):
         group = self.param_groups[0]
         obj = self.objective(closure, batch)
         loss, g = self.loss_and_gradient(obj)

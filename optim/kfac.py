@@ -123,7 +123,7 @@ class KFAC(CurvatureOptimizer):
             g_mats[m] = g.T @ g / n
         return loss.detach(), a_mats, g_mats
 
-    def step(self, closure=None, *, batch=None):
+    def _step(self, closure=None, batch=None):
         group = self.param_groups[0]
         if batch is None:
             batch = getattr(closure, "batch", None)

@@ -89,7 +89,7 @@ class Newton(_LineSearchNewton):
                 return -torch.cholesky_solve(g64[:, None], factor)[:, 0].to(g.dtype)
             tau = max(2.0 * tau, beta)
 
-    def step(self, closure=None, *, batch=None):
+    def _step(self, closure=None, batch=None):
         group = self.param_groups[0]
         obj = self.objective(closure, batch)
         loss, g = self._gradient(obj)
@@ -108,7 +108,7 @@ class NewtonCG(_LineSearchNewton):
         super().__init__(model, loss, dict(lr=lr, cg_iterations=cg_iterations, tolerance=tolerance,
                                            max_evaluations=max_evaluations, weight_decay=weight_decay))
 
-    def step(self, closure=None, *, batch=None):
+    def _step(self, closure=None, batch=None):
         group = self.param_groups[0]
         obj = self.objective(closure, batch)
         loss, g = self._gradient(obj)

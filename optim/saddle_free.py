@@ -58,7 +58,7 @@ class SaddleFreeNewton(CurvatureOptimizer):
         self.scalars["min_curvature"] = float(theta.min())
         return d
 
-    def step(self, closure=None, *, batch=None):
+    def _step(self, closure=None, batch=None):
         group = self.param_groups[0]
         obj = self.objective(closure, batch)
         loss, g = self.loss_and_gradient(obj)

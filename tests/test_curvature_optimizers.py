@@ -257,3 +257,19 @@ def test_kfac_convolution_factors_match_unfolded_patches():
     loss.backward()
     g_rows = out.grad.permute(0, 2, 1).reshape(40, 3)
     torch.testing.assert_close(g_mats[conv], g_rows.T @ g_rows / 5)
+
+
+@pytest.mark.parametrize("name", ["curveball", "adahessian", "hessian-free", "kfac", "newton-cg"])
+def test_batchnorm_in_training_mode_updates_running_statistics_once_per_step(name):
+    torch.manual_seed(0)
+    model = build_model({"name": "cnn", "bn": True, "channels": [4, 4, 8, 8]}, (1, 40), 10)
+    model.train()
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    opt = build_optimizer({"name": name}, model.parameters(), model=model, loss="cross_entropy")
+    x = torch.randn(16, 1, 40)
+    y = torch.randint(0, 10, (16,))
+    for _ in range(2):
+        loss = opt.step(batch=(x, y))
+    assert math.isfinite(float(loss))
+    assert int(bn.num_batches_tracked) == 2  # one update per step, however many evaluations the step makes
+    assert all(m.track_running_stats for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d))
