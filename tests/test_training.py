@@ -167,7 +167,10 @@ def test_mnist1d_published_accuracy_class(tmp_path):
 
 @pytest.mark.parametrize("name,options", [("lookahead:adam", {"k": 3}), ("polyak:momentum", {"decay": 0.9}),
                                           ("sam:momentum", {"m": 16}), ("bb", {}), ("parabola", {}),
-                                          ("delta-bar-delta", {"momentum": 0.5})])
+                                          ("delta-bar-delta", {"momentum": 0.5}), ("curveball", {"lr": 1.0}),
+                                          ("adahessian", {"lr": 0.05}), ("kfac", {"lr": 0.002, "inverse_every": 5}),
+                                          ("hessian-free", {"lr": 0.3, "cg_iterations": 10, "damping": 10.0}),
+                                          ("lookahead:curveball", {"lr": 1.0, "damping": 1.0})])
 def test_suite_optimizers_resume_bitwise(tmp_path, small_config, name, options):
     cfg = copy.deepcopy(small_config)
     cfg["optimizer"] = {"name": name, "lr": 0.02, **options}
