@@ -60,7 +60,7 @@ class AdaHessian(CurvatureOptimizer):
     def _step(self, closure=None, batch=None):
         group = self.param_groups[0]
         obj = self.objective(closure, batch)
-        loss, g = self.loss_and_gradient(obj)
+        loss, g = self.loss_and_gradient(obj, regularize=False)  # the weight decay is decoupled
         state = self.scalars
         if "exp_avg" not in state:
             state.update(step=0, exp_avg=torch.zeros_like(g), exp_hessian_sq=torch.zeros_like(g),

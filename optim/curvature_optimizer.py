@@ -18,6 +18,7 @@ weight_decay * w and its curvature weight_decay * I enter every model these meth
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Iterator
 
 import torch
@@ -85,11 +86,37 @@ class CurvatureOptimizer(torch.optim.Optimizer):
         for name, piece in objective.layout.unflatten(vector).items():
             objective.theta[name].add_(piece, alpha=alpha)
 
-    @staticmethod
-    def loss_and_gradient(objective: Objective) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_and_gradient(self, objective: Objective, regularize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mini-batch loss with the weight-decay term (unless ``regularize=False``) and its flat gradient."""
         x, y = objective.batches[0]
         leaves = {n: t.detach().requires_grad_() for n, t in objective.theta.items()}
         with torch.enable_grad():
             loss = objective.batch_loss(leaves, x, y)
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True, materialize_grads=True)
-        return loss.detach(), objective.layout.flatten(list(grads))
+        loss, g = loss.detach(), objective.layout.flatten(list(grads))
+        wd = self.param_groups[0].get("weight_decay", 0.0) if regularize else 0.0
+        if wd:
+            w = objective.point()
+            loss, g = loss + 0.5 * wd * w.pow(2).sum(), g + wd * w
+        return loss, g
+
+    def value(self, objective: Objective) -> float:
+        """The mini-batch loss with the weight-decay term at the current parameters (no gradient)."""
+        wd = self.param_groups[0].get("weight_decay", 0.0)
+        with torch.no_grad():
+            value = float(objective.batch_loss(objective.theta, *objective.batches[0]))
+            return value + (0.5 * wd * float(objective.point().pow(2).sum()) if wd else 0.0)
+
+    def backtrack(self, objective: Objective, direction: torch.Tensor, loss: float, slope: float, step: float,
+                  c: float = 1e-4, shrink: float = 0.5, tries: int = 30) -> float:
+        """Armijo backtracking: move the parameters by t d for the first t = step, step shrink, ... with
+        f(w + t d) <= f(w) + c t slope (slope = g^T d < 0); returns t, or 0.0 (parameters unchanged)."""
+        t = step
+        for _ in range(tries):
+            self.add_to_params(objective, direction, t)
+            f = self.value(objective)
+            if math.isfinite(f) and f <= loss + c * t * slope:
+                return t
+            self.add_to_params(objective, direction, -t)
+            t *= shrink
+        return 0.0

@@ -49,23 +49,6 @@ class _GaussNewtonBase(CurvatureOptimizer):
         return conjugate_gradient(lambda v: apply(v) + shift * v, b,
                                   max_iter=self.param_groups[0]["cg_iterations"], tol=1e-8).solution
 
-    def _value(self, obj: Objective) -> float:
-        x, y = obj.batches[0]
-        wd = self.param_groups[0]["weight_decay"]
-        with torch.no_grad():
-            value = float(obj.batch_loss(obj.theta, x, y))
-            if wd:
-                value += 0.5 * wd * float(obj.point().pow(2).sum())
-        return value
-
-    def _loss_and_gradient(self, obj: Objective) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, g = self.loss_and_gradient(obj)
-        wd = self.param_groups[0]["weight_decay"]
-        if wd:
-            w = obj.point()
-            loss, g = loss + 0.5 * wd * w.pow(2).sum(), g + wd * w
-        return loss, g
-
 
 class GaussNewton(_GaussNewtonBase):
     def __init__(self, model: torch.nn.Module, loss: str = "mse", lr: float = 1.0, damping: float = 1e-8,
@@ -78,23 +61,14 @@ class GaussNewton(_GaussNewtonBase):
     def _step(self, closure=None, batch=None):
         group = self.param_groups[0]
         obj = self.objective(closure, batch)
-        loss, g = self._loss_and_gradient(obj)
+        loss, g = self.loss_and_gradient(obj)
         apply, dense, _ = self._system(obj)
         d = self._solve(apply, dense, -g, group["damping"] + group["weight_decay"])
         slope = float(g @ d)
         if not slope < 0:
             d, slope = -g, -float(g @ g)
-        t, f0 = group["lr"], float(loss)
-        for _ in range(group["max_backtracks"]):
-            self.add_to_params(obj, d, t)
-            f = self._value(obj)
-            if math.isfinite(f) and f <= f0 + group["c1"] * t * slope:
-                break
-            self.add_to_params(obj, d, -t)
-            t *= 0.5
-        else:
-            t = 0.0
-        self.scalars["step_size"] = t
+        self.scalars["step_size"] = self.backtrack(obj, d, float(loss), slope, group["lr"], group["c1"],
+                                                   tries=group["max_backtracks"])
         return loss
 
 
@@ -113,7 +87,7 @@ class LevenbergMarquardt(_GaussNewtonBase):
     def _step(self, closure=None, batch=None):
         group = self.param_groups[0]
         obj = self.objective(closure, batch)
-        loss, g = self._loss_and_gradient(obj)
+        loss, g = self.loss_and_gradient(obj)
         apply, dense, diag = self._system(obj)
         wd = group["weight_decay"]
         if wd:
@@ -145,7 +119,7 @@ class LevenbergMarquardt(_GaussNewtonBase):
             if not predicted > 1e-15 * max(abs(f0), 1e-30):  # nothing left to gain at machine precision
                 break
             self.add_to_params(obj, d, group["lr"])
-            f = self._value(obj)
+            f = self.value(obj)
             ratio = (f0 - f) / predicted if predicted > 0 else -1.0
             if math.isfinite(f) and ratio > 0:
                 state["mu"] = mu * max(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3)

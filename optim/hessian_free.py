@@ -36,20 +36,11 @@ class HessianFree(CurvatureOptimizer):
         super().__init__(model, loss, dict(lr=lr, damping=damping, cg_iterations=cg_iterations, decay=decay,
                                            epsilon=epsilon, adapt_damping=adapt_damping, weight_decay=weight_decay))
 
-    def _value(self, obj) -> float:
-        wd = self.param_groups[0]["weight_decay"]
-        with torch.no_grad():
-            value = float(obj.batch_loss(obj.theta, *obj.batches[0]))
-            return value + (0.5 * wd * float(obj.point().pow(2).sum()) if wd else 0.0)
-
     def _step(self, closure=None, batch=None):
         group = self.param_groups[0]
         obj = self.objective(closure, batch)
         loss, g = self.loss_and_gradient(obj)
         wd = group["weight_decay"]
-        if wd:
-            w = obj.point()
-            loss, g = loss + 0.5 * wd * w.pow(2).sum(), g + wd * w
         state = self.scalars
         if "damping" not in state:
             state.update(damping=group["damping"], previous=torch.zeros_like(g))
@@ -66,7 +57,7 @@ class HessianFree(CurvatureOptimizer):
         best_d, best_f = None, math.inf
         for _, d in reversed(cg.iterates):
             self.add_to_params(obj, d)
-            f = self._value(obj)
+            f = self.value(obj)
             self.add_to_params(obj, d, -1.0)
             if f < best_f:
                 best_d, best_f = d, f
@@ -82,16 +73,6 @@ class HessianFree(CurvatureOptimizer):
                 state["damping"] = lam * 1.5
             elif ratio > 0.75:
                 state["damping"] = lam * (2.0 / 3.0)
-        slope = float(g @ best_d)
-        t = group["lr"]
-        for _ in range(20):
-            self.add_to_params(obj, best_d, t)
-            f = self._value(obj)
-            if math.isfinite(f) and f <= f0 + 1e-2 * t * slope:
-                break
-            self.add_to_params(obj, best_d, -t)
-            t *= 0.8
-        else:
-            t = 0.0
+        t = self.backtrack(obj, best_d, f0, float(g @ best_d), group["lr"], c=1e-2, shrink=0.8, tries=20)
         state["cg_iterations"], state["step_size"] = cg.iterations, t
         return loss

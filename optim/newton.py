@@ -29,14 +29,6 @@ from .linear_solvers import conjugate_gradient
 
 
 class _LineSearchNewton(CurvatureOptimizer):
-    def _gradient(self, obj: Objective) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, g = self.loss_and_gradient(obj)
-        wd = self.param_groups[0]["weight_decay"]
-        if wd:
-            w = obj.point()
-            loss, g = loss + 0.5 * wd * w.pow(2).sum(), g + wd * w
-        return loss, g
-
     def _search(self, obj: Objective, loss: torch.Tensor, g: torch.Tensor, d: torch.Tensor) -> float:
         """Move the parameters along d by a strong-Wolfe step; returns the step length (0: no decrease)."""
         group = self.param_groups[0]
@@ -46,7 +38,7 @@ class _LineSearchNewton(CurvatureOptimizer):
         def evaluate(t: float) -> tuple[float, torch.Tensor]:
             self.add_to_params(obj, d, t - moved[0])
             moved[0] = t
-            value, grad = self._gradient(obj)
+            value, grad = self.loss_and_gradient(obj)
             return float(value), grad
 
         result = strong_wolfe(evaluate, float(loss), g, d, group["lr"], c1=1e-4, c2=0.9,
@@ -92,7 +84,7 @@ class Newton(_LineSearchNewton):
     def _step(self, closure=None, batch=None):
         group = self.param_groups[0]
         obj = self.objective(closure, batch)
-        loss, g = self._gradient(obj)
+        loss, g = self.loss_and_gradient(obj)
         h = HessianOperator(obj).to_dense()
         if group["weight_decay"]:
             h = h + group["weight_decay"] * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
@@ -111,7 +103,7 @@ class NewtonCG(_LineSearchNewton):
     def _step(self, closure=None, batch=None):
         group = self.param_groups[0]
         obj = self.objective(closure, batch)
-        loss, g = self._gradient(obj)
+        loss, g = self.loss_and_gradient(obj)
         op = HessianOperator(obj)
         wd = group["weight_decay"]
         g_norm = float(g.norm())

@@ -13,7 +13,6 @@ search (halving from t = lr, Armijo c = 1e-4) makes the step decrease the mini-b
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
@@ -33,12 +32,6 @@ class SaddleFreeNewton(CurvatureOptimizer):
             raise ValueError("damping must be >= 0")
         super().__init__(model, loss, dict(lr=lr, krylov_dim=int(krylov_dim), damping=damping,
                                            complement_lr=complement_lr, weight_decay=weight_decay))
-
-    def _value(self, obj) -> float:
-        wd = self.param_groups[0]["weight_decay"]
-        with torch.no_grad():
-            value = float(obj.batch_loss(obj.theta, *obj.batches[0]))
-            return value + (0.5 * wd * float(obj.point().pow(2).sum()) if wd else 0.0)
 
     def direction(self, obj, g: torch.Tensor) -> torch.Tensor:
         group = self.param_groups[0]
@@ -62,22 +55,8 @@ class SaddleFreeNewton(CurvatureOptimizer):
         group = self.param_groups[0]
         obj = self.objective(closure, batch)
         loss, g = self.loss_and_gradient(obj)
-        wd = group["weight_decay"]
-        if wd:
-            w = obj.point()
-            loss, g = loss + 0.5 * wd * w.pow(2).sum(), g + wd * w
         if float(g.norm()) == 0:
             return loss
         d = self.direction(obj, g)
-        f0, slope, t = float(loss), float(g @ d), group["lr"]
-        for _ in range(30):
-            self.add_to_params(obj, d, t)
-            f = self._value(obj)
-            if math.isfinite(f) and f <= f0 + 1e-4 * t * slope:
-                break
-            self.add_to_params(obj, d, -t)
-            t *= 0.5
-        else:
-            t = 0.0
-        self.scalars["step_size"] = t
+        self.scalars["step_size"] = self.backtrack(obj, d, float(loss), float(g @ d), group["lr"])
         return loss
