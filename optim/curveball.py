@@ -19,7 +19,8 @@ using one more forward-mode pass (J_phi Delta_z). While z = 0 (first step, or af
 system is singular and beta = J^T Dz / Dz^T H^ Dz with rho = 0. Automatic lambda (Sec. 3, after
 Wright & Nocedal p. 69): every ``lambda_every`` = 5 steps the ratio gamma = (f(w + z) - f(w)) /
 f^(z) of actual to predicted change is measured on the same batch; lambda is multiplied by
-``lambda_factor`` = 0.999 when gamma > 3/2 and divided by it when gamma < 1/2. lambda starts at 1 for
+``lambda_factor`` ** ``lambda_every`` = 0.999^5 when gamma > 3/2 and divided by it when gamma < 1/2
+(the official implementations' rate: 0.999 per step). lambda starts at 1 for
 models with batch normalisation and 10 otherwise, as in the paper. ``lr`` multiplies beta (1: the
 paper's method; a schedule scales the steps). Fixed ``rho``, ``beta`` or ``damping`` switch the
 automatic rules off.
@@ -104,10 +105,11 @@ class CurveBall(CurvatureOptimizer):
                 actual = float(obj.batch_loss(obj.theta, *obj.batches[0])) - float(loss)
             if predicted < 0 and math.isfinite(actual):
                 ratio = actual / predicted
+                factor = group["lambda_factor"] ** group["lambda_every"]  # 0.999 per step, applied every 5
                 if ratio > 1.5:
-                    state["damping"] *= group["lambda_factor"]
+                    state["damping"] *= factor
                 elif ratio < 0.5:
-                    state["damping"] /= group["lambda_factor"]
+                    state["damping"] /= factor
         return loss.detach()
 
     @staticmethod
