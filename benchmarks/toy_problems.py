@@ -36,6 +36,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -43,6 +44,7 @@ import torch
 
 from torch.func import functional_call
 
+from landscape.atomic import atomic_path
 from landscape.data import load_dataset
 from landscape.losses import get_loss
 from landscape.models import build_model
@@ -372,7 +374,8 @@ def main() -> None:
     parser.add_argument("--problems", default=",".join(TABLE1), help=f"from {', '.join(PROBLEMS)}")
     parser.add_argument("--optimizers", default=",".join(GRIDS))
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--save", help="also write the results as JSON to this file")
+    parser.add_argument("--save", help="write the results as JSON to this file after every entry; a rerun "
+                                       "with the same settings resumes from it")
     parser.add_argument("--figure", help="draw Rosenbrock trajectories of the chosen settings to this file")
     parser.add_argument("--report", nargs="+", metavar="FILE",
                         help="print the table (and draw --figure) from files written by --save, then stop")
@@ -390,10 +393,19 @@ def main() -> None:
         if o not in GRIDS:
             sys.exit(f"Error: no grid for optimizer {o!r}; known: {', '.join(GRIDS)}")
     results: dict[str, dict] = {p: {} for p in problems}
+    header = {"runs": args.runs, "max_iter": args.max_iter, "grid_runs": args.grid_runs}
+    if args.save and Path(args.save).exists():  # resume: keep the entries a killed run already finished
+        with open(args.save) as fh:
+            saved = json.load(fh)
+        if {k: saved.get(k) for k in header} == header:
+            for p in problems:
+                results[p].update(saved["results"].get(p, {}))
     grid_seeds = list(range(10_000, 10_000 + args.grid_runs))
     t0 = time.perf_counter()
     for p in problems:
         for o in optimizers:
+            if o in results[p]:
+                continue
             if o == "kfac" and PROBLEMS[p].stochastic_point:
                 results[p][o] = None  # a point model has no Linear/Conv layer: K-FAC would be plain momentum
                 continue
@@ -401,9 +413,9 @@ def main() -> None:
             results[p][o] = evaluate(p, o, chosen, args.runs, args.max_iter)
             print(f"[{time.perf_counter() - t0:7.1f}s] {p:15s} {o:16s} {format_cell(results[p][o]):>22s}  {chosen}",
                   file=sys.stderr, flush=True)
-    if args.save:
-        with open(args.save, "w") as fh:
-            json.dump({"runs": args.runs, "max_iter": args.max_iter, "results": results}, fh, indent=1)
+            if args.save:
+                with atomic_path(Path(args.save)) as tmp, open(tmp, "w") as fh:
+                    json.dump({**header, "results": results}, fh, indent=1)
     if args.figure and "rosenbrock" in results:
         figure(results, args.figure, args.max_iter)
     if args.json:
