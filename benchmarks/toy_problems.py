@@ -4,8 +4,8 @@ optimizer in the suite: iterations to reach the solution of small degenerate pro
 Problems (the landscape.data objectives): the Rosenbrock function R(u, v) = (1 - u)^2 +
 100 eps (v - u^2)^2, deterministic (eps = 1) and stochastic with eps ~ U[0, 1] or U[0, 3] drawn at
 *every evaluation* (also inside line searches), from a start drawn uniformly in [-2, 2] x [-1, 3]
-per run; and Rahimi & Recht's two-layer linear network fit to y = A x with cond(A) = 1e5 (full batch,
-a fresh initialisation per run). Optional extras: ``quadratic`` (cond 1e3) and ``beale`` / ``beale-u05``
+per run; and Rahimi & Recht's two-layer linear network fit to y = A x with cond(A) = 1e5 (6 x 6, 200 samples,
+full batch, a fresh initialisation per run). Optional extras: ``quadratic`` (cond 1e3) and ``beale`` / ``beale-u05``
 (Beale's function, noise U[0.5, 1.5]).
 
 A run *reaches the solution* at the first iteration whose noise-free loss is within tau = 1e-4 of the
@@ -120,7 +120,7 @@ PROBLEMS: dict[str, ProblemSpec] = {
     "rosenbrock": ProblemSpec("rosenbrock", "rosenbrock", {"noise": [1.0, 1.0]}, True),
     "rosenbrock-u01": ProblemSpec("rosenbrock", "rosenbrock", {"noise": [0.0, 1.0]}, True),
     "rosenbrock-u03": ProblemSpec("rosenbrock", "rosenbrock", {"noise": [0.0, 3.0]}, True),
-    "rahimi-recht": ProblemSpec("rahimi-recht", "linear2", {}, False),
+    "rahimi-recht": ProblemSpec("rahimi-recht", "linear2", {"train_samples": 200}, False),
     "quadratic": ProblemSpec("quadratic", {"name": "linear", "bias": False}, {"dim": 20, "condition": 1e3}, False),
     "beale": ProblemSpec("beale", "beale", {"noise": [1.0, 1.0]}, True),
     "beale-u05": ProblemSpec("beale", "beale", {"noise": [0.5, 1.5]}, True),

@@ -76,7 +76,7 @@ class NonlinearCG(torch.optim.Optimizer):
         gtd = float(g @ d)
         if gtd == 0:  # zero gradient: a stationary point
             return loss
-        if iteration == 0:
+        if iteration == 0 or "step_size" not in state:  # first step, or every search so far failed
             t0 = group["lr"] * min(1.0, 1.0 / float(g.abs().sum()))
         else:
             t0 = state["step_size"] * state["gtd"] / gtd

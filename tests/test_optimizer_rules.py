@@ -325,3 +325,23 @@ def test_wrapper_shares_learning_rate_with_inner():
     fresh.load_state_dict(state)
     fresh.param_groups[0]["lr"] = 0.01
     assert fresh.inner.param_groups[0]["lr"] == 0.01 and math.isclose(fresh.param_groups[0]["alpha"], 0.5)
+
+
+def test_conjugate_gradient_recovers_after_a_failed_first_line_search():
+    w = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+    opt = NonlinearCG([w])
+    calls = [0]
+
+    def closure():
+        calls[0] += 1
+        w.grad = None
+        loss = (w * w).sum()
+        if 1 < calls[0] <= 26:  # every trial point of the first search is non-finite
+            loss = loss * float("nan")
+        loss.backward()
+        return loss
+    opt.step(closure)
+    assert torch.equal(w.detach(), torch.tensor([1.0, -2.0], dtype=torch.float64))  # no move
+    for _ in range(3):
+        opt.step(closure)
+    assert float(w.detach().norm()) < 1e-8
