@@ -29,7 +29,10 @@ def training_options(fn: Callable) -> Callable:
         click.option("--samples", type=int, help="Train on a fixed seeded subset of N training samples."),
         click.option("--data-dir", help="Folder with downloaded data (vision data sets)."),
         click.option("--model", help="Model name or module:factory [default: the data set's, else mlp]."),
-        click.option("--optimizer", help="Optimizer name [default: sgd]."),
+        click.option("--optimizer", help="Optimizer name: sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, "
+                     "delta-bar-delta, bb, parabola, cg-fr, cg-pr, bfgs, lbfgs, curveball, adahessian, newton, "
+                     "newton-cg, hessian-free, gauss-newton, levenberg-marquardt, saddle-free-newton, kfac, or a "
+                     "wrapped one: lookahead:NAME, polyak:NAME, sam:NAME, asam:NAME [default: sgd]."),
         click.option("--lr", type=float, help="Learning rate [default: the optimizer's]."),
         click.option("--weight-decay", type=float, help="Weight decay [default: 0]."),
         click.option("--batch-size", type=int, help="Mini-batch size [default: 128]."),

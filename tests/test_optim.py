@@ -148,3 +148,18 @@ def test_schedules():
     assert lr_factor(100, 100, "cosine", min_factor=0.1) == pytest.approx(0.1)
     assert lr_factor(0, 100, warmup_steps=4) == 0.25 and lr_factor(3, 100, warmup_steps=4) == 1.0
     assert math.isclose(lr_factor(25, 100, "cosine"), 0.5 * (1 + math.cos(math.pi / 4)))
+
+
+def test_cli_help_names_every_registered_optimizer():
+    from landscape.cli.common import training_options
+    from landscape.optim import WRAPPERS
+
+    import click
+
+    @click.command()
+    @training_options
+    def cmd(**kwargs):
+        pass
+    text = next(p.help for p in cmd.params if p.name == "optimizer")
+    for name in list(OPTIMIZERS) + [f"{w}:NAME" for w in WRAPPERS]:
+        assert name in text
