@@ -319,7 +319,7 @@ def figure(results: dict, path: str, max_iter: int) -> None:
     names = [n for n in ("momentum", "adam", "delta-bar-delta", "bfgs", "curveball", "levenberg-marquardt", "newton")
              if n in chosen and chosen[n]["mean"] is not None]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.4))
-    u, v = np.meshgrid(np.linspace(-2, 2, 400), np.linspace(-1, 3, 400))
+    u, v = np.meshgrid(np.linspace(-2, 2, 400), np.linspace(-2.5, 3, 400))
     r = (1 - u) ** 2 + 100 * (v - u ** 2) ** 2
     ax.contourf(u, v, np.log10(r + 1e-3), levels=30, cmap="Greys")
     for n in names:
@@ -339,7 +339,7 @@ def figure(results: dict, path: str, max_iter: int) -> None:
         ax2.semilogy(np.maximum(losses, 1e-12), color=line.get_color(), lw=1.2, label=n)
     ax.plot([1], [1], "r*", ms=12)
     ax.set(xlabel="u", ylabel="v", title="Rosenbrock from (-1.2, 1): iterations to 1e-4")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower left")
     ax2.axhline(TOLERANCE, color="k", ls=":", lw=0.8)
     ax2.set(xscale="log", xlabel="iteration", ylabel="loss", title="loss per iteration")
     fig.tight_layout()
