@@ -171,7 +171,7 @@ def draw(results: dict, path: str) -> None:
             axes[1][j].semilogy(r["seconds"], r["loss"], label=n)
         axes[0][j].set(title=f"basic CNN{' + BN' if s == 'cnn-bn' else ''}, MNIST-1D", xlabel="iteration",
                        ylabel="training loss")
-        axes[1][j].set(xlabel="seconds (1 CPU thread)", ylabel="training loss")
+        axes[1][j].set(xscale="log", xlabel="seconds (1 CPU thread)", ylabel="training loss")
     if "random" in results:
         j = len(setups)
         for n, r in results["random"].items():
