@@ -3,8 +3,8 @@ survey Sec. 3.9): Adam with the squared gradient replaced by a Hutchinson estima
 diagonal.
 
     D = z * (H z),  z with i.i.d. Rademacher (+-1) entries        (Hutchinson; E[D] = diag(H))
-    D_bar = spatial average of |D| over each convolution kernel's spatial dims (and over the
-            whole tensor for a 1-D parameter only when ``average_bias``), D itself elsewhere
+    D_bar = |D| (= |Hz| for +-1 probes, as the official code), averaged over the spatial dims of
+            each convolution kernel (parameters with 3 or more dims)
     m <- beta1 m + (1 - beta1) g,       v <- beta2 v + (1 - beta2) D_bar^2
     w <- w - lr ( (m / (1 - beta1^t)) / ((v / (1 - beta2^t))^(k/2) + eps) + weight_decay w )
 

@@ -23,6 +23,7 @@ from typing import Iterator
 
 import torch
 
+from landscape.losses import get_loss
 from landscape.objective import Objective
 
 
@@ -56,7 +57,7 @@ class CurvatureOptimizer(torch.optim.Optimizer):
             raise ValueError("curvature optimizers use a single parameter group")
         self.model = model
         self.loss = loss
-        Objective.live(model, torch.zeros(1), torch.zeros(1), loss)  # validates the loss name early
+        get_loss(loss)  # an unknown loss name fails here, not at the first step
 
     def step(self, closure=None, *, batch=None):
         """One step on the mini-batch ``batch`` (or ``closure.batch``); returns the loss before it."""

@@ -21,7 +21,7 @@ import math
 import torch
 
 from landscape.objective import Objective
-from landscape.operators import GGNOperator
+from landscape.operators import GGNOperator, ShiftedOperator
 
 from .curvature_optimizer import CurvatureOptimizer
 from .linear_solvers import conjugate_gradient
@@ -29,9 +29,10 @@ from .linear_solvers import conjugate_gradient
 
 class _GaussNewtonBase(CurvatureOptimizer):
     def _system(self, obj: Objective):
-        """(apply G, dense G or None, diag(G) or None)."""
-        op = GGNOperator(obj)
+        """(apply G, dense G or None, diag(G) or None) for the curvature of the regularized loss, i.e. the
+        Gauss-Newton matrix plus weight_decay I."""
         group = self.param_groups[0]
+        op = ShiftedOperator(GGNOperator(obj), group["weight_decay"])
         if obj.dim <= group["dense_limit"]:
             dense = op.to_dense().double()
             return (lambda v: (dense @ v.double()).to(v.dtype)), dense, torch.diagonal(dense).to(obj.dtype)
@@ -41,7 +42,7 @@ class _GaussNewtonBase(CurvatureOptimizer):
         """(G + shift) d = b, where shift is a number or a vector (a diagonal matrix)."""
         if dense is not None:
             shifted = dense + torch.diag(torch.as_tensor(shift, dtype=torch.float64, device=dense.device)
-                                         * torch.ones(dense.shape[0], dtype=torch.float64, device=dense.device))
+                                         .broadcast_to(dense.shape[:1]))
             try:
                 return torch.linalg.solve(shifted, b.double()).to(b.dtype)
             except RuntimeError:  # singular: least-squares solution
@@ -63,7 +64,7 @@ class GaussNewton(_GaussNewtonBase):
         obj = self.objective(closure, batch)
         loss, g = self.loss_and_gradient(obj)
         apply, dense, _ = self._system(obj)
-        d = self._solve(apply, dense, -g, group["damping"] + group["weight_decay"])
+        d = self._solve(apply, dense, -g, group["damping"])
         slope = float(g @ d)
         if not slope < 0:
             d, slope = -g, -float(g @ g)
@@ -89,12 +90,6 @@ class LevenbergMarquardt(_GaussNewtonBase):
         obj = self.objective(closure, batch)
         loss, g = self.loss_and_gradient(obj)
         apply, dense, diag = self._system(obj)
-        wd = group["weight_decay"]
-        if wd:
-            inner = apply
-            apply = lambda v: inner(v) + wd * v  # noqa: E731
-            dense = dense + wd * torch.eye(dense.shape[0], dtype=dense.dtype) if dense is not None else None
-            diag = diag + wd if diag is not None else None
         state = self.scalars
         if "mu" not in state:
             if group["damping"] is not None:

@@ -6,7 +6,8 @@ error. ``native_weight_decay=False`` marks optimizers without a weight-decay opt
 BFGS): the training loop then adds the L2 penalty (weight_decay / 2) ||w||^2 to the loss, whose
 gradient equals the coupled decay term weight_decay * w of SGD, and which line searches then see.
 
-Wrappers compose by name: ``lookahead:adam``, ``polyak:sgd``, ``sam:momentum``, even
+Optimizer classes whose constructor takes (params or model, loss, lr, ..., weight_decay) are registered
+as they are: their signature is the option list. Wrappers compose by name: ``lookahead:adam``, ``polyak:sgd``, ``sam:momentum``, even
 ``lookahead:sam:sgd``. Options are flat: those the wrapper accepts (k, alpha, rho, ...) go to it,
 the rest to the inner optimizer.
 """
@@ -124,24 +125,15 @@ def _adamw(params, lr, weight_decay, betas: Iterable[float] = (0.9, 0.999), eps:
                              amsgrad=amsgrad)
 
 
-@register_optimizer("delta-bar-delta", 0.01, "delta-bar-delta (Jacobs 1988): per-weight gains, +kappa on sign "
-                    "agreement with the averaged gradient, x(1-phi) on disagreement")
-def _delta_bar_delta(params, lr, weight_decay, kappa: float = 0.05, phi: float = 0.05, theta: float = 0.7,
-                     min_gain: float = 0.1, max_gain: float = 10.0, momentum: float = 0.0):
-    return DeltaBarDelta(params, lr=lr, kappa=kappa, phi=phi, theta=theta, min_gain=min_gain, max_gain=max_gain,
-                         momentum=momentum, weight_decay=weight_decay)
+register_optimizer("delta-bar-delta", 0.01, "delta-bar-delta (Jacobs 1988): per-weight gains, +kappa on sign "
+                    "agreement with the averaged gradient, x(1-phi) on disagreement")(DeltaBarDelta)
 
 
-@register_optimizer("bb", 0.01, "SGD with a Barzilai-Borwein step per epoch (Tan et al. 2016; lr = tau_0)")
-def _bb(params, lr, weight_decay, steps_per_epoch: int = 100, beta: float = 0.1, tau_min: float | None = None,
-        tau_max: float | None = None):
-    return BarzilaiBorwein(params, lr=lr, steps_per_epoch=steps_per_epoch, beta=beta, tau_min=tau_min,
-                           tau_max=tau_max, weight_decay=weight_decay)
+register_optimizer("bb", 0.01, "SGD with a Barzilai-Borwein step per epoch (Tan et al. 2016; lr = tau_0)")(BarzilaiBorwein)
 
 
-@register_optimizer("parabola", 0.01, "momentum with the step along it from an online parabola model (Duda 2019)")
-def _parabola(params, lr, weight_decay, momentum: float = 0.9, beta: float = 0.8, max_ratio: float = 10.0):
-    return ParabolaStep(params, lr=lr, momentum=momentum, beta=beta, max_ratio=max_ratio, weight_decay=weight_decay)
+register_optimizer("parabola", 0.01,
+                   "momentum with the step along it from an online parabola model (Duda 2019)")(ParabolaStep)
 
 
 @register_optimizer("cg-fr", 1.0, "nonlinear conjugate gradient, Fletcher-Reeves, strong-Wolfe line search",
@@ -164,12 +156,8 @@ def _cg_pr(params, lr, weight_decay, variant: str = "pr+", c1: float = 1e-4, c2:
                        max_evaluations=max_evaluations)
 
 
-@register_optimizer("bfgs", 1.0, "BFGS, dense inverse Hessian, strong-Wolfe line search (small models)",
-                    native_weight_decay=False, needs_closure=True)
-def _bfgs(params, lr, weight_decay, c1: float = 1e-4, c2: float = 0.9, max_evaluations: int = 25,
-          max_parameters: int = 4096):
-    del weight_decay
-    return BFGS(params, lr=lr, c1=c1, c2=c2, max_evaluations=max_evaluations, max_parameters=max_parameters)
+register_optimizer("bfgs", 1.0, "BFGS, dense inverse Hessian, strong-Wolfe line search (small models)",
+                    native_weight_decay=False, needs_closure=True)(BFGS)
 
 
 @register_optimizer("lbfgs", 1.0, "L-BFGS (Nocedal 1980) with strong-Wolfe line search (torch.optim.LBFGS)",
@@ -187,90 +175,48 @@ def _lbfgs(params, lr, weight_decay, max_iter: int = 20, max_eval: int | None = 
                              line_search_fn=line_search_fn)
 
 
-@register_optimizer("curveball", 1.0, "CurveBall (Henriques et al. 2019): z <- rho z - beta ((G + lambda I) z + g), "
-                    "w <- w + z, automatic rho, beta, lambda", needs_closure=True, needs_model=True)
-def _curveball(model, loss, lr, weight_decay, rho: float | None = None, beta: float | None = None,
-               damping: float | None = None, auto_damping: bool = True, lambda_every: int = 5,
-               lambda_factor: float = 0.999):
-    return CurveBall(model, loss, lr=lr, rho=rho, beta=beta, damping=damping, auto_damping=auto_damping,
-                     lambda_every=lambda_every, lambda_factor=lambda_factor, weight_decay=weight_decay)
+register_optimizer("curveball", 1.0, "CurveBall (Henriques et al. 2019): z <- rho z - beta ((G + lambda I) z + g), "
+                    "w <- w + z, automatic rho, beta, lambda", needs_closure=True, needs_model=True)(CurveBall)
 
 
-@register_optimizer("adahessian", 0.15, "AdaHessian (Yao et al. 2021): Adam on a Rademacher-Hutchinson Hessian "
-                    "diagonal, spatially averaged, decoupled weight decay", needs_closure=True, needs_model=True)
-def _adahessian(model, loss, lr, weight_decay, betas: Iterable[float] = (0.9, 0.999), eps: float = 1e-4,
-                hessian_power: float = 1.0, update_each: int = 1, seed: int = 0):
-    return AdaHessian(model, loss, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                      hessian_power=hessian_power, update_each=update_each, seed=seed)
+register_optimizer("adahessian", 0.15, "AdaHessian (Yao et al. 2021): Adam on a Rademacher-Hutchinson Hessian "
+                    "diagonal, spatially averaged, decoupled weight decay", needs_closure=True, needs_model=True)(AdaHessian)
 
 
-@register_optimizer("newton", 1.0, "Newton with the dense Hessian made positive definite (eigenvalue or Cholesky "
-                    "modification) and a strong-Wolfe line search (small models)", needs_closure=True, needs_model=True)
-def _newton(model, loss, lr, weight_decay, modification: str = "eigen", min_curvature: float = 1e-8,
-            max_evaluations: int = 25, max_parameters: int = 4096):
-    return Newton(model, loss, lr=lr, modification=modification, min_curvature=min_curvature,
-                  max_evaluations=max_evaluations, max_parameters=max_parameters, weight_decay=weight_decay)
+register_optimizer("newton", 1.0, "Newton with the dense Hessian made positive definite (eigenvalue or Cholesky "
+                    "modification) and a strong-Wolfe line search (small models)", needs_closure=True, needs_model=True)(Newton)
 
 
-@register_optimizer("newton-cg", 1.0, "line-search Newton-CG on the exact Hessian, stopped at negative curvature",
-                    needs_closure=True, needs_model=True)
-def _newton_cg(model, loss, lr, weight_decay, cg_iterations: int = 100, tolerance: float | None = None,
-               max_evaluations: int = 25):
-    return NewtonCG(model, loss, lr=lr, cg_iterations=cg_iterations, tolerance=tolerance,
-                    max_evaluations=max_evaluations, weight_decay=weight_decay)
+register_optimizer("newton-cg", 1.0, "line-search Newton-CG on the exact Hessian, stopped at negative curvature",
+                    needs_closure=True, needs_model=True)(NewtonCG)
 
 
-@register_optimizer("hessian-free", 1.0, "Hessian-free (Martens 2010): truncated CG on the damped Gauss-Newton "
+register_optimizer("hessian-free", 1.0, "Hessian-free (Martens 2010): truncated CG on the damped Gauss-Newton "
                     "matrix, warm starts, CG backtracking, Levenberg-Marquardt damping", needs_closure=True,
-                    needs_model=True)
-def _hessian_free(model, loss, lr, weight_decay, damping: float = 1.0, cg_iterations: int = 250,
-                  decay: float = 0.95, epsilon: float = 5e-4, adapt_damping: bool = True):
-    return HessianFree(model, loss, lr=lr, damping=damping, cg_iterations=cg_iterations, decay=decay,
-                       epsilon=epsilon, adapt_damping=adapt_damping, weight_decay=weight_decay)
+                    needs_model=True)(HessianFree)
 
 
-@register_optimizer("gauss-newton", 1.0, "Gauss-Newton step -(G + eps I)^-1 g with backtracking",
-                    needs_closure=True, needs_model=True)
-def _gauss_newton(model, loss, lr, weight_decay, damping: float = 1e-8, dense_limit: int = 2000,
-                  cg_iterations: int = 100):
-    return GaussNewton(model, loss, lr=lr, damping=damping, dense_limit=dense_limit, cg_iterations=cg_iterations,
-                       weight_decay=weight_decay)
+register_optimizer("gauss-newton", 1.0, "Gauss-Newton step -(G + eps I)^-1 g with backtracking",
+                    needs_closure=True, needs_model=True)(GaussNewton)
 
 
-@register_optimizer("levenberg-marquardt", 1.0, "Levenberg-Marquardt on the Gauss-Newton matrix, damping from the "
-                    "reduction ratio (identity or diag(G) scaling)", needs_closure=True, needs_model=True)
-def _levenberg_marquardt(model, loss, lr, weight_decay, damping: float | None = None, scaling: str = "identity",
-                         max_tries: int = 30, dense_limit: int = 2000, cg_iterations: int = 100):
-    return LevenbergMarquardt(model, loss, lr=lr, damping=damping, scaling=scaling, max_tries=max_tries,
-                              dense_limit=dense_limit, cg_iterations=cg_iterations, weight_decay=weight_decay)
+register_optimizer("levenberg-marquardt", 1.0, "Levenberg-Marquardt on the Gauss-Newton matrix, damping from the "
+                    "reduction ratio (identity or diag(G) scaling)", needs_closure=True, needs_model=True)(LevenbergMarquardt)
 
 
-@register_optimizer("saddle-free-newton", 1.0, "saddle-free Newton (Dauphin et al. 2014): |H|^-1 g in a Lanczos "
-                    "Krylov subspace", needs_closure=True, needs_model=True)
-def _saddle_free(model, loss, lr, weight_decay, krylov_dim: int = 20, damping: float = 1e-4,
-                 complement_lr: float = 0.0):
-    return SaddleFreeNewton(model, loss, lr=lr, krylov_dim=krylov_dim, damping=damping, complement_lr=complement_lr,
-                            weight_decay=weight_decay)
+register_optimizer("saddle-free-newton", 1.0, "saddle-free Newton (Dauphin et al. 2014): |H|^-1 g in a Lanczos "
+                    "Krylov subspace", needs_closure=True, needs_model=True)(SaddleFreeNewton)
 
 
-@register_optimizer("kfac", 0.01, "K-FAC (Martens & Grosse 2015; KFC for convolutions): Kronecker-factored Fisher "
-                    "with factored Tikhonov damping, momentum", needs_closure=True, needs_model=True)
-def _kfac(model, loss, lr, weight_decay, momentum: float = 0.9, damping: float = 1e-3, factor_decay: float = 0.95,
-          factor_every: int = 1, inverse_every: int = 10, fisher: str = "mc", seed: int = 0):
-    return KFAC(model, loss, lr=lr, momentum=momentum, damping=damping, factor_decay=factor_decay,
-                factor_every=factor_every, inverse_every=inverse_every, fisher=fisher, weight_decay=weight_decay,
-                seed=seed)
+register_optimizer("kfac", 0.01, "K-FAC (Martens & Grosse 2015; KFC for convolutions): Kronecker-factored Fisher "
+                    "with factored Tikhonov damping, momentum", needs_closure=True, needs_model=True)(KFAC)
 
 
-@register_wrapper("lookahead", "Lookahead (Zhang et al. 2019): every k steps, slow += alpha (fast - slow)")
-def _lookahead(inner, k: int = 5, alpha: float = 0.5):
-    return Lookahead(inner, k=k, alpha=alpha)
+register_wrapper("lookahead", "Lookahead (Zhang et al. 2019): every k steps, slow += alpha (fast - slow)")(Lookahead)
 
 
-@register_wrapper("polyak", "iterate averaging: uniform Polyak-Ruppert (decay unset) or EMA (decay), "
-                  "swapped in for evaluation")
-def _polyak(inner, decay: float | None = None, start: int = 0):
-    return IterateAveraging(inner, decay=decay, start=start)
+register_wrapper("polyak", "iterate averaging: uniform Polyak-Ruppert (decay unset) or EMA (decay), "
+                  "swapped in for evaluation")(IterateAveraging)
 
 
 @register_wrapper("sam", "SAM (Foret et al. 2021): gradient at w + rho g/||g||; m-sharpness with m",
