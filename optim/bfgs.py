@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .line_search import search_along, value
+from .line_search import closure_value_and_grad, search_along, value
 from .vectors import flat_grad, flatten
 
 
@@ -63,8 +63,8 @@ class BFGS(torch.optim.Optimizer):
             state.pop("inverse_hessian", None)
             d, t0 = -g, group["lr"] * min(1.0, 1.0 / float(g.abs().sum()))
             h = None
-        result = search_along(params, closure, flatten(params), value(loss), g, d, t0, group["c1"], group["c2"],
-                              group["max_evaluations"])
+        result = search_along(params, closure_value_and_grad(params, closure), flatten(params), value(loss), g,
+                              d, t0, group["c1"], group["c2"], group["max_evaluations"])
         if result.step == 0.0:
             state.pop("inverse_hessian", None)
             return loss

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .line_search import search_along, value
+from .line_search import closure_value_and_grad, search_along, value
 from .vectors import flat_grad, flatten
 
 VARIANTS = ("fr", "pr", "pr+")
@@ -80,8 +80,8 @@ class NonlinearCG(torch.optim.Optimizer):
             t0 = group["lr"] * min(1.0, 1.0 / float(g.abs().sum()))
         else:
             t0 = state["step_size"] * state["gtd"] / gtd
-        result = search_along(params, closure, flatten(params), value(loss), g, d, t0, group["c1"], group["c2"],
-                              group["max_evaluations"])
+        result = search_along(params, closure_value_and_grad(params, closure), flatten(params), value(loss), g,
+                              d, t0, group["c1"], group["c2"], group["max_evaluations"])
         if result.step == 0.0:  # no decrease along d: restart next time from steepest descent
             state.pop("direction", None)
             state["iteration"] = iteration + 1

@@ -118,21 +118,32 @@ def strong_wolfe(evaluate: Evaluate, loss0: float, grad0: torch.Tensor, directio
     return best
 
 
-def search_along(params: list[torch.Tensor], closure: Callable[[], torch.Tensor], x0: torch.Tensor, loss0: float,
-                 grad0: torch.Tensor, direction: torch.Tensor, step0: float, c1: float, c2: float,
-                 max_evaluations: int) -> LineSearchResult:
-    """Strong-Wolfe search on the parameters themselves: ``closure`` is evaluated at x0 + t d and the
-    parameters are left at x0 + t* d for the step t* found (x0 when the search failed)."""
-    from .vectors import assign_, flat_grad
+def closure_value_and_grad(params: list[torch.Tensor], closure: Callable[[], torch.Tensor]
+                           ) -> Callable[[], tuple[float, torch.Tensor]]:
+    """(loss, flat gradient) at the current parameters from a torch-style closure."""
+    from .vectors import flat_grad
+
+    def evaluate() -> tuple[float, torch.Tensor]:
+        with torch.enable_grad():
+            loss = value(closure())
+        return loss, flat_grad(params)
+
+    return evaluate
+
+
+def search_along(params: list[torch.Tensor], value_and_grad: Callable[[], tuple[float, torch.Tensor]],
+                 x0: torch.Tensor, loss0: float, grad0: torch.Tensor, direction: torch.Tensor, step0: float,
+                 c1: float, c2: float, max_evaluations: int) -> LineSearchResult:
+    """Strong-Wolfe search on the parameters themselves: ``value_and_grad()`` is evaluated with the
+    parameters at x0 + t d, and they are left at x0 + t* d for the step t* found (x0 when it failed)."""
+    from .vectors import assign_
 
     last = [None]
 
     def evaluate(t: float) -> tuple[float, torch.Tensor]:
         assign_(params, x0 + t * direction)
         last[0] = t
-        with torch.enable_grad():
-            loss = value(closure())
-        return loss, flat_grad(params)
+        return value_and_grad()
 
     result = strong_wolfe(evaluate, loss0, grad0, direction, step0, c1=c1, c2=c2, max_evaluations=max_evaluations)
     if last[0] != result.step:

@@ -24,7 +24,7 @@ from landscape.objective import Objective
 from landscape.operators import HessianOperator
 
 from .curvature_optimizer import CurvatureOptimizer
-from .line_search import strong_wolfe
+from .line_search import search_along
 from .linear_solvers import conjugate_gradient
 
 
@@ -32,20 +32,13 @@ class _LineSearchNewton(CurvatureOptimizer):
     def _search(self, obj: Objective, loss: torch.Tensor, g: torch.Tensor, d: torch.Tensor) -> float:
         """Move the parameters along d by a strong-Wolfe step; returns the step length (0: no decrease)."""
         group = self.param_groups[0]
-        x0 = obj.point()
-        moved = [0.0]
 
-        def evaluate(t: float) -> tuple[float, torch.Tensor]:
-            self.add_to_params(obj, d, t - moved[0])
-            moved[0] = t
+        def value_and_grad() -> tuple[float, torch.Tensor]:
             value, grad = self.loss_and_gradient(obj)
             return float(value), grad
 
-        result = strong_wolfe(evaluate, float(loss), g, d, group["lr"], c1=1e-4, c2=0.9,
-                              max_evaluations=group["max_evaluations"])
-        with torch.no_grad():
-            for name, piece in obj.layout.unflatten(x0 + result.step * d).items():
-                obj.theta[name].copy_(piece)
+        result = search_along(list(obj.theta.values()), value_and_grad, obj.point(), float(loss), g, d,
+                              group["lr"], 1e-4, 0.9, group["max_evaluations"])
         return result.step
 
 
