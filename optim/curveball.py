@@ -15,7 +15,8 @@ Automatic rho and beta (eq. 18) minimise the quadratic model over the plane of z
 
     [beta, -rho]^T = [[Dz^T H^ Dz, z^T H^ Dz], [z^T H^ Dz, z^T H^ z]]^-1 [J^T Dz, J^T z]^T,  H^ = H + lambda I
 
-using one more forward-mode pass (J_phi Delta_z). While z = 0 (first step, or after a reset) the
+using one more forward-mode pass (J_phi Delta_z); with both rho and beta fixed that pass is made only on
+the steps that update lambda. While z = 0 (first step, or after a reset) the
 system is singular and beta = J^T Dz / Dz^T H^ Dz with rho = 0. Automatic lambda (Sec. 3, after
 Wright & Nocedal p. 69): every ``lambda_every`` = 5 steps the ratio gamma = (f(w + z) - f(w)) /
 f^(z) of actual to predicted change is measured on the same batch; lambda is multiplied by
@@ -84,21 +85,26 @@ class CurveBall(CurvatureOptimizer):
         dz = obj.layout.flatten(pullback(hjz + j_out)) + lam * z
         if lam_l2:
             dz = dz + lam_l2 * w
-        jdz = op.jvp_rows(0, dz[None])[0]
-        hjdz = op.output_product(0, out, jdz)
-        a11 = float((jdz * hjdz).sum()) + lam * float(dz @ dz)
-        a12 = float((jz * hjdz).sum()) + lam * float(z @ dz)
-        a22 = float((jz * hjz).sum()) + lam * float(z @ z)
-        b1 = float((j_out * jdz).sum()) + (lam_l2 * float(w @ dz) if lam_l2 else 0.0)  # J^T Dz
-        b2 = float((j_out * jz).sum()) + (lam_l2 * float(w @ z) if lam_l2 else 0.0)    # J^T z
-        rho, beta = self._hyperparameters(group, zero, a11, a12, a22, b1, b2)
-        beta *= group["lr"]
+        update_damping = group["auto_damping"] and (state["iteration"] + 1) % group["lambda_every"] == 0
+        fixed = group["rho"] is not None and group["beta"] is not None
+        if fixed and not update_damping:  # the quadratic model is not needed: skip the J Dz pass
+            rho, beta = group["rho"], group["beta"] * group["lr"]
+        else:
+            jdz = op.jvp_rows(0, dz[None])[0]
+            hjdz = op.output_product(0, out, jdz)
+            a11 = float((jdz * hjdz).sum()) + lam * float(dz @ dz)
+            a12 = float((jz * hjdz).sum()) + lam * float(z @ dz)
+            a22 = float((jz * hjz).sum()) + lam * float(z @ z)
+            b1 = float((j_out * jdz).sum()) + (lam_l2 * float(w @ dz) if lam_l2 else 0.0)  # J^T Dz
+            b2 = float((j_out * jz).sum()) + (lam_l2 * float(w @ z) if lam_l2 else 0.0)    # J^T z
+            rho, beta = self._hyperparameters(group, zero, a11, a12, a22, b1, b2)
+            beta *= group["lr"]
         new_z = rho * z - beta * dz
         state["z"] = new_z
         self.add_to_params(obj, new_z)
         state["iteration"] += 1
         state["rho"], state["beta"] = rho, beta
-        if group["auto_damping"] and state["iteration"] % group["lambda_every"] == 0:
+        if update_damping:
             # predicted change f^(z) = J^T z + 1/2 z^T H^ z for the new z, from the same scalars
             predicted = rho * b2 - beta * b1 + 0.5 * (rho * rho * a22 - 2 * rho * beta * a12 + beta * beta * a11)
             with torch.no_grad():
