@@ -10,7 +10,10 @@ from landscape.analysis.pyhessian_backend import pyhessian_analysis
 from landscape.errors import LandscapeError
 from landscape.runs import Run, save_result, update_result
 
-from .common import echo_err, print_json
+from landscape.analysis.surface import SurfaceSpec, compute_surface, parse_range
+
+from .common import echo_err, print_json, stderr_is_tty
+from .surface_output import describe_surface, surface_progress, surface_view
 
 
 def parse_samples(value: str | None) -> int | None:
@@ -70,6 +73,9 @@ Examples:
   landscape analyze runs/cnn --checkpoint all --top-k 1 --samples 1000 --json
   landscape analyze runs/cnn --curvature ggn --top-k 10 --per-layer
   landscape analyze runs/cnn --top-k 2 --trace --backend pyhessian   # reproduce PyHessian's numbers
+  landscape analyze runs/cnn --slice 2d --directions filter --grid 51 --range -1:1
+  landscape analyze runs/small --slice 1d --between runs/large --grid 41    # small- vs large-batch line
+  landscape analyze runs/cnn --slice 2d --directions pca --grid 31          # then: plot --kind trajectory
 """)
 @click.argument("run_dir", metavar="RUN", type=click.Path())
 @click.option("--checkpoint", default="last", show_default=True, help="last, first, all or a step number.")
@@ -96,15 +102,65 @@ Examples:
 @click.option("--density-steps", type=int, default=80, show_default=True)
 @click.option("--backend", type=click.Choice(["landscape", "pyhessian"]), default="landscape", show_default=True,
               help="pyhessian: top-k and trace through the pyhessian package.")
+@click.option("--slice", "slice_dims", type=click.Choice(["1d", "2d"]), default=None,
+              help="Loss slice (1d) or surface (2d) around the checkpoint.")
+@click.option("--directions", type=click.Choice(["random", "filter", "pca", "eigen"]), default="filter",
+              show_default=True, help="Slice directions: Gaussian, filter-normalized Gaussian, trajectory PCA, "
+              "top Hessian eigenvectors.")
+@click.option("--norm", type=click.Choice(["filter", "layer", "weight", "none"]), default=None,
+              help="Normalization of random directions [default: filter for --directions filter, else none].")
+@click.option("--keep-biasbn", is_flag=True, help="Give biases and BatchNorm parameters random directions too "
+              "(default: zero, as Li et al.'s --xignore biasbn).")
+@click.option("--grid", type=int, default=51, show_default=True, help="Points per axis.")
+@click.option("--range", "xrange", default=None, help="Coordinate range A:B [default: -1:1; -0.5:1.5 with "
+              "--between; the trajectory's extent for pca].")
+@click.option("--y-range", default=None, help="Range of the second axis [default: as --range].")
+@click.option("--y-grid", type=int, default=None, help="Points on the second axis [default: --grid].")
+@click.option("--between", default=None, metavar="OTHER",
+              help="x direction = OTHER - this checkpoint (a run folder, a checkpoint file or a step of RUN).")
+@click.option("--bn", type=click.Choice(["eval", "recompute"]), default="eval", show_default=True,
+              help="BatchNorm at each point: stored statistics, or re-estimated from the training data.")
+@click.option("--metrics", default="train,test", show_default=True, help="Data sets to evaluate: train,test.")
+@click.option("--name", default=None, help="Result name [default: surface-<1d|2d>-<directions>].")
+@click.option("--chunk-points", type=int, default=None, help="Grid points per batched evaluation [default: by memory].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace, frobenius, diag, density,
             per_layer, samples, batch_size, seed, precision, product_method, tol, trace_rtol, density_runs,
-            density_steps, backend, device, as_json):
+            density_steps, backend, slice_dims, directions, norm, keep_biasbn, grid, xrange, y_range, y_grid,
+            between, bn, metrics, name, chunk_points, device, as_json):
     """Analyse checkpoints of a run; results are saved under RUN/analysis/<checkpoint>/.
 
     Without quantity flags, computes train/test loss and accuracy (and the generalization gap).
+    With --slice, computes a loss slice or surface (resumable: rerun the same command after a kill).
     """
+    if slice_dims is not None:
+        spec = SurfaceSpec(dims=int(slice_dims[0]), directions=directions, norm=norm, ignore_biasbn=not keep_biasbn,
+                           xrange=parse_range(xrange) if xrange else None, xnum=grid,
+                           yrange=parse_range(y_range) if y_range else None, ynum=y_grid, between=between, bn=bn,
+                           seed=seed, splits=tuple(s.strip() for s in metrics.split(",") if s.strip()), name=name)
+        spec.validate()
+        if chunk_points is not None and chunk_points <= 0:
+            raise LandscapeError(f"--chunk-points must be positive, got {chunk_points}")
+        if batch_size is not None and batch_size <= 0:
+            raise LandscapeError(f"--batch-size must be positive, got {batch_size}")
+        run = Run.open(run_dir)
+        n = parse_samples(samples)
+        outputs, dataset = [], None
+        for step in resolve_steps(run, checkpoint):
+            loaded = load_checkpoint_model(run, step, device=device, samples=n, seed=seed, dataset=dataset)
+            dataset = loaded.dataset
+            with surface_progress(not as_json and stderr_is_tty()) as progress:
+                result = compute_surface(loaded, spec, points_per_chunk=chunk_points, batch_size=batch_size,
+                                         progress=progress)
+            view = {"checkpoint": step, **surface_view(result)}
+            outputs.append(view)
+            if not as_json:
+                click.echo(describe_surface(step, result))
+        if as_json:
+            print_json({"run": str(run.path), **outputs[0]} if len(outputs) == 1
+                       else {"run": str(run.path), "checkpoints": outputs})
+        return
     opts = CurvatureOptions(curvature=curvature, fisher_type=fisher_type, top_k=top_k, bottom_k=bottom_k,
                             trace=trace, frobenius=frobenius, diag=diag, density=density, per_layer=per_layer,
                             seed=seed, batch_size=batch_size, precision=precision, product_method=product_method,
