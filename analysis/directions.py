@@ -72,7 +72,8 @@ def normalize(direction: torch.Tensor, weights: torch.Tensor, layout: ParamLayou
             d = d * (w.norm() / (d.norm() + EPS))
         elif norm == "filter":
             dims = tuple(range(1, w.ndim))
-            d = d * (w.norm(dim=dims, keepdim=True) / (d.norm(dim=dims, keepdim=True) + EPS))
+            norm_of = torch.linalg.vector_norm
+            d = d * (norm_of(w, dim=dims, keepdim=True) / (norm_of(d, dim=dims, keepdim=True) + EPS))
         out.append(d.reshape(-1))
     return torch.cat(out)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -146,6 +145,8 @@ class GridEvaluator:
         else:
             self._vmapped_names = list(self.center)
         self._cache: dict[tuple, tuple] = {}
+        self._cached_bytes = 0
+        self.cache_bytes = 256 * 2**20
 
     # --- parameter sets ----------------------------------------------------------------------------
     def _stack(self, base: dict, dirs: list[dict], coords: torch.Tensor, names) -> dict[str, torch.Tensor]:
@@ -169,12 +170,11 @@ class GridEvaluator:
         w, b = self.first + ".weight", self.first + ".bias"
         base = _apply_affine(self._layer, u, self.center[w], self.center.get(b))
         terms = [_apply_affine(self._layer, u, d[w], d.get(b)) for d in self.directions]
-        self._cache[key] = (base, terms)
+        size = sum(t.numel() * t.element_size() for t in (base, *terms))
+        if self._cached_bytes + size <= self.cache_bytes:  # reused by every later chunk
+            self._cache[key] = (base, terms)
+            self._cached_bytes += size
         return base, terms
-
-    def cache_first_layer(self, keep: bool) -> None:
-        """Keep the first-layer terms of every data batch between chunks (memory permitting)."""
-        self._keep = keep
 
     # --- evaluation -------------------------------------------------------------------------------
     def _outputs(self, coords: torch.Tensor, x: torch.Tensor, key: tuple) -> torch.Tensor:
@@ -223,8 +223,6 @@ class GridEvaluator:
         samples = 0
         for j, (x, y) in enumerate(batches):
             out = self._outputs(coords, x, key=(tag, j, x.data_ptr(), x.shape[0]))
-            if not getattr(self, "_keep", True):
-                self._cache.clear()
             flat = out.reshape(k * out.shape[1], *out.shape[2:])
             target = y.unsqueeze(0).expand(k, *y.shape).reshape(k * y.shape[0], *y.shape[1:])
             loss += per_sample(self.loss, flat, target).reshape(k, -1).double().sum(dim=1)
@@ -319,5 +317,3 @@ Batches = list[tuple[torch.Tensor, torch.Tensor]]
 def split_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Batches:
     return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]
 
-
-ProgressFn = Callable[[int], None]

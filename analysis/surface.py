@@ -37,7 +37,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -79,7 +79,6 @@ class SurfaceSpec:
     splits: tuple[str, ...] = SPLITS
     eigen_samples: int = 1000
     name: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if self.dims not in (1, 2):
