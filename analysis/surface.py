@@ -60,7 +60,7 @@ from .loading import LoadedCheckpoint
 SURFACE_FORMAT = "landscape.surface"
 DIRECTIONS = ("random", "filter", "pca", "eigen")
 SPLITS = ("train", "test")
-DEFAULT_MEMORY = {"cpu": 64 * 2**20, "cuda": 2 * 2**30}
+DEFAULT_MEMORY = {"cpu": 16 * 2**20, "cuda": 2 * 2**30}  # CPU: stay near the caches
 
 
 @dataclass
