@@ -16,9 +16,10 @@ mode). In 2-D the y direction is orthogonalised against x (Gram-Schmidt, keeping
 
 Storage and resume: the grid is cut into chunks of a fixed number of points, fixed when the
 computation starts. ``surface-NAME.h5.partial/`` holds ``spec.h5`` (directions, coordinates,
-options) and one ``chunk-NNNNNN.h5`` per finished chunk, each written atomically; a rerun with the
-same options computes only the missing chunks, so the result equals an uninterrupted run bit for
-bit. The finished file is written atomically and the partial folder removed.
+options) and ``part-NNNNNN.h5`` files with the values of the chunks finished since the previous
+part (``indices`` into the flattened grid), each written atomically every ``save_every`` seconds;
+a rerun with the same options computes only the missing chunks, so the result equals an
+uninterrupted run bit for bit. The finished file is written atomically and the partial folder removed.
 
 File layout (``format = "landscape.surface"``): ``xcoordinates`` (nx,), ``ycoordinates`` (ny,),
 ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc`` of shape (nx,) or (nx, ny) with
@@ -312,10 +313,13 @@ def _options(spec: SurfaceSpec) -> dict[str, Any]:
 def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path | None = None,
                     points_per_chunk: int | None = None, batch_size: int | None = None,
                     memory_bytes: int | None = None, affine_first_layer: bool = True,
-                    progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                    save_every: float = 10.0, progress: Callable[[int, int], None] | None = None
+                    ) -> dict[str, Any]:
     """Compute (or resume, or return the finished) surface; returns :func:`load_surface`'s dict plus
-    ``path``, ``computed_points``, ``resumed_points`` and ``seconds``. ``progress(done, total)`` is
-    called after every chunk is stored."""
+    ``path``, ``computed_points``, ``resumed_points`` and ``seconds``.
+
+    Finished chunks are stored at most every ``save_every`` seconds (0: after every chunk), so a
+    kill loses at most that much work; ``progress(done, total)`` is called after every chunk."""
     spec.validate()
     path = path or result_path(loaded.run, loaded.step, spec.surface_name)
     partial = path.with_name(path.name + ".partial")
@@ -379,18 +383,18 @@ def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path |
     shape = (len(xs),) if ys is None else (len(xs), len(ys))
     metrics = [f"{s}_{m}" for s in data for m in (("loss", "acc") if loaded.loss == "cross_entropy" else ("loss",))]
     values = {m: np.full(npoints, np.nan) for m in metrics}
-    missing = []
-    for c in range(nchunks):
-        f = partial / f"chunk-{c:06d}.h5"
-        if f.exists():
-            try:
-                with h5py.File(f, "r") as fh:
-                    for m in metrics:
-                        values[m][c * chunk:(c + 1) * chunk] = fh[m][()]
-                continue
-            except (OSError, KeyError):
-                pass
-        missing.append(c)
+    done = np.zeros(npoints, dtype=bool)
+    parts = sorted(partial.glob("part-*.h5"))
+    for f in parts:
+        try:
+            with h5py.File(f, "r") as fh:
+                idx = fh["indices"][()]
+                for m in metrics:
+                    values[m][idx] = fh[m][()]
+                done[idx] = True
+        except (OSError, KeyError):
+            continue
+    missing = [c for c in range(nchunks) if not done[c * chunk:(c + 1) * chunk].all()]
     resumed = npoints - sum(min(chunk, npoints - c * chunk) for c in missing)
     layout_dirs = [layout.unflatten(v) for v in vectors]
     evaluator = GridEvaluator(model, loaded.loss, layout.unflatten(center), layout_dirs, buffer_vectors,
@@ -399,21 +403,31 @@ def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path |
     batches = {s: split_batches(x, y, batch) for s, (x, y) in data.items()}
     train_batches = split_batches(ds.x_train, ds.y_train, batch) if spec.bn == "recompute" else None
     coords_all = torch.as_tensor(grid, dtype=dtype, device=device)
-    done_new = 0
+    done_new, pending, last_save = 0, [], time.monotonic()
+    serial = len(parts)
+
+    def store() -> None:
+        nonlocal serial, last_save
+        idx = np.concatenate(pending)
+        with atomic_h5(partial / f"part-{serial:06d}.h5", SURFACE_FORMAT) as fh:
+            fh.create_dataset("indices", data=idx)
+            for m in metrics:
+                fh.create_dataset(m, data=values[m][idx])
+        serial += 1
+        pending.clear()
+        last_save = time.monotonic()
+
     for c in missing:
         coords = coords_all[c * chunk:(c + 1) * chunk]
-        out: dict[str, np.ndarray] = {}
         for tag, (split, b) in enumerate(batches.items()):
             sums = evaluator.sums(coords, b, tag=tag, train_batches=train_batches)
-            out[f"{split}_loss"] = (sums.loss / sums.samples).cpu().numpy()
+            values[f"{split}_loss"][c * chunk:(c + 1) * chunk] = (sums.loss / sums.samples).cpu().numpy()
             if sums.correct is not None:
-                out[f"{split}_acc"] = (sums.correct.double() / sums.samples).cpu().numpy()
-        with atomic_h5(partial / f"chunk-{c:06d}.h5", SURFACE_FORMAT) as fh:
-            for m in metrics:
-                fh.create_dataset(m, data=out[m])
-        for m in metrics:
-            values[m][c * chunk:(c + 1) * chunk] = out[m]
+                values[f"{split}_acc"][c * chunk:(c + 1) * chunk] = (sums.correct.double() / sums.samples).cpu().numpy()
+        pending.append(np.arange(c * chunk, min((c + 1) * chunk, npoints)))
         done_new += coords.shape[0]
+        if time.monotonic() - last_save >= save_every:
+            store()
         if progress is not None:
             progress(resumed + done_new, npoints)
     with atomic_h5(path, SURFACE_FORMAT) as fh:

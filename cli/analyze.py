@@ -123,12 +123,14 @@ Examples:
 @click.option("--metrics", default="train,test", show_default=True, help="Data sets to evaluate: train,test.")
 @click.option("--name", default=None, help="Result name [default: surface-<1d|2d>-<directions>].")
 @click.option("--chunk-points", type=int, default=None, help="Grid points per batched evaluation [default: by memory].")
+@click.option("--save-every", type=float, default=10.0, show_default=True,
+              help="Store finished surface points at most every SECONDS (a kill loses at most that much work).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace, frobenius, diag, density,
             per_layer, samples, batch_size, seed, precision, product_method, tol, trace_rtol, density_runs,
             density_steps, backend, slice_dims, directions, norm, keep_biasbn, grid, xrange, y_range, y_grid,
-            between, bn, metrics, name, chunk_points, device, as_json):
+            between, bn, metrics, name, chunk_points, save_every, device, as_json):
     """Analyse checkpoints of a run; results are saved under RUN/analysis/<checkpoint>/.
 
     Without quantity flags, computes train/test loss and accuracy (and the generalization gap).
@@ -142,6 +144,8 @@ def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace,
         spec.validate()
         if chunk_points is not None and chunk_points <= 0:
             raise LandscapeError(f"--chunk-points must be positive, got {chunk_points}")
+        if not save_every >= 0:
+            raise LandscapeError(f"--save-every must be >= 0 seconds, got {save_every}")
         if batch_size is not None and batch_size <= 0:
             raise LandscapeError(f"--batch-size must be positive, got {batch_size}")
         run = Run.open(run_dir)
@@ -152,7 +156,7 @@ def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace,
             dataset = loaded.dataset
             with surface_progress(not as_json and stderr_is_tty()) as progress:
                 result = compute_surface(loaded, spec, points_per_chunk=chunk_points, batch_size=batch_size,
-                                         progress=progress)
+                                         save_every=save_every, progress=progress)
             view = {"checkpoint": step, **surface_view(result)}
             outputs.append(view)
             if not as_json:

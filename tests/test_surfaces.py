@@ -277,9 +277,9 @@ def test_interrupted_surface_resumes_with_only_missing_points(mlp_run):
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        compute_surface(loaded, spec, points_per_chunk=5, progress=stop_after_two)
+        compute_surface(loaded, spec, points_per_chunk=5, save_every=0, progress=stop_after_two)
     partial = mlp_run / "analysis" / f"{loaded.step:08d}" / "resumed.h5.partial"
-    assert sorted(p.name for p in partial.iterdir()) == ["chunk-000000.h5", "chunk-000001.h5", "spec.h5"]
+    assert sorted(p.name for p in partial.iterdir()) == ["part-000000.h5", "part-000001.h5", "spec.h5"]
     resumed = compute_surface(loaded, spec, points_per_chunk=99)  # the stored chunking wins
     assert resumed["resumed_points"] == 10 and resumed["computed_points"] == 39
     assert not partial.exists()
@@ -291,29 +291,30 @@ def test_interrupted_surface_resumes_with_only_missing_points(mlp_run):
     assert again["computed_points"] == 0 and again["resumed_points"] == 0
 
 
-def test_kill_9_then_rerun_computes_only_missing_points(mlp_run, tmp_path):
-    args = [sys.executable, "-m", "landscape", "analyze", str(mlp_run), "--slice", "2d", "--grid", "41",
-            "--chunk-points", "8", "--name", "killed", "--batch-size", "30"]
+def test_kill_9_then_rerun_computes_only_missing_points(mlp_run, capsys):
+    args = ["analyze", str(mlp_run), "--slice", "2d", "--grid", "15", "--chunk-points", "4", "--batch-size", "30",
+            "--save-every", "0"]
     partial = mlp_run / "analysis" / "00000018" / "killed.h5.partial"
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "landscape", *args, "--name", "killed"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
-            if partial.is_dir() and len(list(partial.glob("chunk-*.h5"))) >= 3:
+            if partial.is_dir() and len(list(partial.glob("part-*.h5"))) >= 3:
                 break
-            time.sleep(0.02)
+            time.sleep(0.01)
         assert proc.poll() is None, "the surface finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
-    stored = len(list(partial.glob("chunk-*.h5")))
-    assert 3 <= stored < 211
-    out = subprocess.run([*args, "--json"], capture_output=True, text=True, check=True)
-    result = json.loads(out.stdout)
-    assert result["resumed_points"] == 8 * stored and result["computed_points"] == 41 * 41 - 8 * stored
-    whole = subprocess.run([*args[:-4], "--name", "unkilled", "--batch-size", "30", "--json"],
-                           capture_output=True, text=True, check=True)
-    assert json.loads(whole.stdout)["train_loss"] == result["train_loss"]
+    stored = len(list(partial.glob("part-*.h5")))  # one chunk per part with --save-every 0
+    assert 3 <= stored < 57
+    capsys.readouterr()
+    assert main([*args, "--name", "killed", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["resumed_points"] == 4 * stored and result["computed_points"] == 15 * 15 - 4 * stored
+    assert main([*args, "--name", "unkilled", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["train_loss"] == result["train_loss"]
 
 
 # --- CLI, plots, export --------------------------------------------------------------------------------------
@@ -345,6 +346,7 @@ def test_cli_surface_json_plots_and_vtp(mlp_run, tmp_path, capsys):
     (["--slice", "2d", "--metrics", "valid"], "--metrics takes train and/or test"),
     (["--slice", "2d", "--directions", "pca", "--checkpoint", "0"], "at least 3 checkpoints"),
     (["--slice", "2d", "--chunk-points", "0"], "--chunk-points must be positive"),
+    (["--slice", "2d", "--save-every", "-1"], "--save-every must be >= 0"),
 ])
 def test_surface_mistakes_are_one_line_errors_and_touch_nothing(mlp_run, capsys, argv, message):
     before = tree_digest(mlp_run)
@@ -371,7 +373,7 @@ def test_unfinished_surface_with_other_options_is_refused(mlp_run, capsys):
         raise Interrupt
 
     with pytest.raises(Interrupt):
-        compute_surface(loaded, spec, points_per_chunk=2, progress=stop)
+        compute_surface(loaded, spec, points_per_chunk=2, save_every=0, progress=stop)
     assert main(["analyze", str(mlp_run), "--slice", "1d", "--grid", "11", "--name", "clash"]) != 0
     assert "with other options" in capsys.readouterr().err
     assert compute_surface(loaded, spec)["resumed_points"] == 2
