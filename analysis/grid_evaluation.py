@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -181,10 +182,16 @@ class GridEvaluator:
     def _outputs(self, coords: torch.Tensor, params: dict, buffers: dict | None, x: torch.Tensor,
                  key: tuple) -> torch.Tensor:
         """Model outputs (K, B, ...) at the K points (stacked ``params``/``buffers``) for the data batch x."""
+        single = coords.shape[0] == 1  # one point: a plain forward pass (vmap only adds overhead)
+
+        def batched(f, *args):
+            return f(*(a if a is None else {n: t[0] for n, t in a.items()} if isinstance(a, dict) else a[0]
+                       for a in args)).unsqueeze(0) if single else vmap(f)(*args)
+
         if self.first is None:
             if buffers is None:
-                return vmap(lambda p: functional_call(self.model, {**self.buffers, **p}, (x,)))(params)
-            return vmap(lambda p, b: functional_call(self.model, {**b, **p}, (x,)))(params, buffers)
+                return batched(lambda p: functional_call(self.model, {**self.buffers, **p}, (x,)), params)
+            return batched(lambda p, b: functional_call(self.model, {**b, **p}, (x,)), params, buffers)
         terms = self._first_layer_terms(key, x)
         weights = torch.cat([torch.ones_like(coords[:, :1]), coords], dim=1).to(terms)  # (K, 1 + m)
         pre = (weights @ terms.reshape(terms.shape[0], -1)).reshape(coords.shape[0], *terms.shape[1:])
@@ -197,8 +204,8 @@ class GridEvaluator:
                 injected.value = z
                 return functional_call(self.model, {**(self.buffers if b is None else b), **p}, (x,))
             if buffers is None:
-                return vmap(lambda p, z: f(p, None, z))(params, pre)
-            return vmap(f)(params, buffers, pre)
+                return batched(lambda p, z: f(p, None, z), params, pre)
+            return batched(f, params, buffers, pre)
         finally:
             setattr(parent, child, self._layer)
             injected.value = None
@@ -313,6 +320,42 @@ def plan_chunks(model: nn.Module, x: torch.Tensor, num_points: int, num_samples:
     batch_size = max(1, min(batch_size, num_samples))
     k = int(memory_bytes // (batch_size * per_sample_bytes + param_bytes))
     return max(1, min(k, num_points)), batch_size
+
+
+def candidate_plans(model: nn.Module, x: torch.Tensor, num_points: int, num_samples: int, num_params: int,
+                    memory_bytes: int, batch_size: int | None = None) -> list[tuple[int, int]]:
+    """Plans worth timing: one point at a time with the largest batch within ``memory_bytes`` (best for
+    compute-bound models on the CPU, where ``vmap`` over convolutions costs more than it saves), and the
+    batched chunk of :func:`plan_chunks` (best for small models and on GPUs)."""
+    per_sample_bytes = activation_bytes_per_sample(copy.deepcopy(model), x)
+    single = batch_size or num_samples
+    while batch_size is None and single > 64 and single * per_sample_bytes > memory_bytes:
+        single = math.ceil(single / 2)
+    plans = [(1, max(1, min(single, num_samples)))]
+    chunked = plan_chunks(model, x, num_points, num_samples, num_params, memory_bytes, batch_size)
+    if chunked[0] > 1:
+        plans.append(chunked)
+    return plans
+
+
+def fastest_plan(evaluator: "GridEvaluator", plans: list[tuple[int, int]], x: torch.Tensor, y: torch.Tensor,
+                 num_directions: int, repeats: int = 3) -> tuple[int, int]:
+    """The plan (K, B) with the lowest measured time per point (best of ``repeats`` after a warm-up)."""
+    if len(plans) == 1:
+        return plans[0]
+    best = (math.inf, plans[0])
+    for k, b in plans:
+        batches = split_batches(x, y, b)
+        coords = torch.zeros(k, num_directions, dtype=x.dtype if x.is_floating_point() else torch.float32,
+                             device=x.device)
+        evaluator.sums(coords, batches)
+        seconds = math.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            evaluator.sums(coords, batches)
+            seconds = min(seconds, time.perf_counter() - t0)
+        best = min(best, (seconds / k, (k, b)))
+    return best[1]
 
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]

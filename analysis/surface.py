@@ -10,7 +10,8 @@
 Directions (:mod:`landscape.analysis.directions`): ``random`` (Gaussian, normalised by ``norm``,
 default none), ``filter`` (Gaussian, filter-normalised: Li et al. 2018), ``pca`` (principal
 directions of the run's checkpoints about this one), ``eigen`` (top Hessian eigenvectors of the
-training loss, Lanczos on ``eigen_samples`` samples); ``between`` replaces the x direction by
+training loss: those ``landscape analyze --top-k`` stored for the checkpoint, else Lanczos on
+``eigen_samples`` samples); ``between`` replaces the x direction by
 w_other - w (checkpoint buffers such as BatchNorm statistics move along with it in ``bn="eval"``
 mode). In 2-D the y direction is orthogonalised against x (Gram-Schmidt, keeping its norm).
 
@@ -51,10 +52,10 @@ from landscape.errors import LandscapeError
 from landscape.objective import Objective
 from landscape.operators import HessianOperator
 from landscape.params import ParamLayout
-from landscape.runs import SCHEMA, Checkpoint, Run, atomic_h5, read_checkpoint, result_path
+from landscape.runs import SCHEMA, Checkpoint, Run, atomic_h5, load_result, read_checkpoint, result_path
 
 from . import directions as dirs
-from .grid_evaluation import GridEvaluator, plan_chunks, split_batches
+from .grid_evaluation import GridEvaluator, candidate_plans, fastest_plan, plan_chunks, split_batches
 from .lanczos import lanczos
 from .loading import LoadedCheckpoint
 
@@ -224,7 +225,29 @@ def build_plane(loaded: LoadedCheckpoint, spec: SurfaceSpec) -> Plane:
     return Plane(layout, vectors, buffer_vectors, info, default, trajectory)
 
 
+def _stored_eigenvectors(loaded: LoadedCheckpoint, k: int) -> tuple[list[float], list[torch.Tensor]] | None:
+    """Top-k Hessian eigenpairs stored by ``landscape analyze --top-k`` for this checkpoint, if any."""
+    path = result_path(loaded.run, loaded.step, "hessian")
+    if not path.exists():
+        return None
+    try:
+        stored, _ = load_result(path)
+    except LandscapeError:
+        return None
+    vecs, values = stored.get("eigenvectors"), stored.get("eigenvalues")
+    if vecs is None or values is None or len(values) < k:
+        return None
+    vecs = torch.as_tensor(np.asarray(vecs))
+    param = next(loaded.model.parameters())
+    return [float(v) for v in list(values)[:k]], [v.to(device=param.device, dtype=param.dtype) for v in vecs[:k]]
+
+
 def _eigen_directions(loaded: LoadedCheckpoint, k: int, spec: SurfaceSpec) -> tuple[list[float], list[torch.Tensor]]:
+    """Unit top-k Hessian eigenvectors: the stored ones (``analyze --top-k``) when there are enough,
+    otherwise Lanczos on ``spec.eigen_samples`` training samples."""
+    stored = _stored_eigenvectors(loaded, k)
+    if stored is not None:
+        return stored
     ds = loaded.dataset
     n = min(spec.eigen_samples, ds.num_train)
     idx = torch.randperm(ds.num_train, generator=torch.Generator().manual_seed(spec.seed))[:n].to(ds.x_train.device)
@@ -342,6 +365,12 @@ def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path |
     data = {s: data[s] for s in spec.splits}
     spec_file = partial / "spec.h5"
     remove_stale_temporaries(partial)
+
+    def make_evaluator(vectors: list[torch.Tensor], buffer_vectors: list[dict]) -> GridEvaluator:
+        return GridEvaluator(model, loaded.loss, layout.unflatten(center), [layout.unflatten(v) for v in vectors],
+                             buffer_vectors, bn=spec.bn, affine_first_layer=affine_first_layer,
+                             sample_input=next(iter(data.values()))[0][:2])
+
     if spec_file.exists():
         with _open(spec_file, "partial surface") as fh:
             stored = json.loads(fh.attrs["options"])
@@ -360,11 +389,16 @@ def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path |
         vectors, buffer_vectors, info, trajectory = plane.vectors, plane.buffer_vectors, plane.info, plane.trajectory
         xs, ys = _coordinates(spec, plane)
         npoints = len(xs) * (len(ys) if ys is not None else 1)
-        x_any = next(iter(data.values()))[0]
-        auto_chunk, batch = plan_chunks(model, x_any, npoints, x_any.shape[0], layout.dim,
-                                        memory_bytes or DEFAULT_MEMORY.get(device.type, DEFAULT_MEMORY["cpu"]),
-                                        batch_size)
-        chunk = points_per_chunk or auto_chunk
+        x_any, y_any = next(iter(data.values()))
+        memory = memory_bytes or DEFAULT_MEMORY.get(device.type, DEFAULT_MEMORY["cpu"])
+        if points_per_chunk:
+            chunk, batch = plan_chunks(model, x_any, npoints, x_any.shape[0], layout.dim, memory, batch_size)
+            chunk = min(points_per_chunk, npoints)
+        else:
+            plans = candidate_plans(model, x_any, npoints, x_any.shape[0], layout.dim, memory, batch_size)
+            evaluator = make_evaluator(vectors, buffer_vectors)
+            chunk, batch = (plans[0] if evaluator.bn == "recompute"
+                            else fastest_plan(evaluator, plans, x_any, y_any, len(vectors)))
         partial.mkdir(parents=True, exist_ok=True)
         with atomic_h5(spec_file, SURFACE_FORMAT) as fh:
             fh.attrs["options"] = json.dumps(options)
@@ -396,10 +430,7 @@ def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path |
             continue
     missing = [c for c in range(nchunks) if not done[c * chunk:(c + 1) * chunk].all()]
     resumed = npoints - sum(min(chunk, npoints - c * chunk) for c in missing)
-    layout_dirs = [layout.unflatten(v) for v in vectors]
-    evaluator = GridEvaluator(model, loaded.loss, layout.unflatten(center), layout_dirs, buffer_vectors,
-                              bn=spec.bn, affine_first_layer=affine_first_layer,
-                              sample_input=next(iter(data.values()))[0][:2])
+    evaluator = make_evaluator(vectors, buffer_vectors)
     batches = {s: split_batches(x, y, batch) for s, (x, y) in data.items()}
     train_batches = split_batches(ds.x_train, ds.y_train, batch) if spec.bn == "recompute" else None
     coords_all = torch.as_tensor(grid, dtype=dtype, device=device)

@@ -250,6 +250,19 @@ def test_eigen_plane_uses_the_top_hessian_eigenvectors(mlp_run):
     assert abs(abs(float(np.dot(x, evecs[:, -1].numpy()))) - 1) < 1e-3
 
 
+def test_eigen_plane_reuses_stored_eigenvectors(cnn_run, capsys):
+    assert main(["analyze", str(cnn_run), "--top-k", "2", "--json"]) == 0
+    stored = json.loads(capsys.readouterr().out)["eigenvalues"]
+    res = compute_surface(load_checkpoint_model(cnn_run), SurfaceSpec(dims=2, directions="eigen", xnum=3))
+    assert res["eigenvalues"].tolist() == pytest.approx(stored, rel=1e-12)
+    from landscape.runs import load_result, result_path
+    hess, _ = load_result(result_path(load_checkpoint_model(cnn_run).run, res["checkpoint"], "hessian"))
+    with h5py.File(res["path"]) as fh:
+        n = len(json.loads(fh["ydirection"].attrs["names"]))
+        y = np.concatenate([fh["ydirection"][str(k)][()].ravel() for k in range(n)])
+    np.testing.assert_allclose(y, np.asarray(hess["eigenvectors"])[1], atol=1e-6)  # orthogonal already
+
+
 def test_pca_plane_projects_the_trajectory(mlp_run):
     loaded = load_checkpoint_model(mlp_run)
     res = compute_surface(loaded, SurfaceSpec(dims=2, directions="pca", xnum=4))
