@@ -242,12 +242,12 @@ class GridEvaluator:
             samples += x.shape[0]
         return PointSums(loss, correct, samples)
 
-    def _sums_recompute(self, coords, batches, train_batches) -> PointSums:
+    def _recomputed(self, coords: torch.Tensor, train_batches):
+        """For each point: a model holding its parameters with BatchNorm statistics re-estimated."""
         if not train_batches:
             raise LandscapeError("recomputing BatchNorm statistics needs training data")
         model = copy.deepcopy(self.model)
         bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        losses, corrects, samples = [], [], 0
         names = list(self.center)
         for c in coords:
             params = self._stack(self.center, self.directions, c[None], names)
@@ -256,7 +256,13 @@ class GridEvaluator:
                     if n in params:
                         p.copy_(params[n][0])
                 recompute_batchnorm(model, bns, train_batches)
-                total, correct, samples = 0.0, 0, 0
+            yield model
+
+    def _sums_recompute(self, coords, batches, train_batches) -> PointSums:
+        losses, corrects, samples = [], [], 0
+        for model in self._recomputed(coords, train_batches):
+            total, correct, samples = 0.0, 0, 0
+            with torch.no_grad():
                 for x, y in batches:
                     out = model(x)
                     total += float(per_sample(self.loss, out, y).double().sum())
@@ -268,6 +274,27 @@ class GridEvaluator:
         device = next(iter(self.center.values())).device
         return PointSums(torch.tensor(losses, dtype=torch.float64, device=device),
                          torch.tensor(corrects, device=device) if self.loss == "cross_entropy" else None, samples)
+
+    @torch.no_grad()
+    def mean_probabilities(self, coords: torch.Tensor, x: torch.Tensor, batch_size: int,
+                           train_batches=None) -> torch.Tensor:
+        """(N, C): softmax outputs on x averaged over the points (an ensemble of the points' models)."""
+        coords = coords.reshape(coords.shape[0], -1)
+        total = None
+        if self.bn == "recompute":
+            for model in self._recomputed(coords, train_batches):
+                probs = torch.cat([model(x[i:i + batch_size]).softmax(-1) for i in range(0, x.shape[0], batch_size)])
+                total = probs if total is None else total + probs
+            return total / coords.shape[0]
+        params = self._stack(self.center, self.directions, coords, self._vmapped_names)
+        buffers = (self._stack(self.buffers, self.buffer_directions, coords, self.buffers)
+                   if self.buffer_directions else None)
+        parts = []
+        for j in range(0, x.shape[0], batch_size):
+            xb = x[j:j + batch_size]
+            out = self._outputs(coords, params, buffers, xb, key=("probabilities", j, xb.data_ptr(), xb.shape[0]))
+            parts.append(out.softmax(-1).mean(0))
+        return torch.cat(parts)
 
 
 def recompute_batchnorm(model: nn.Module, layers: list[nn.Module], batches) -> None:

@@ -85,7 +85,7 @@ class SurfaceSpec:
     def validate(self) -> None:
         if self.dims not in (1, 2):
             raise LandscapeError(f"--slice must be 1d or 2d, got {self.dims}d")
-        if self.directions not in DIRECTIONS:
+        if self.directions not in DIRECTIONS + ("plane",):  # plane: directions given to compute_surface
             raise LandscapeError(f"--directions must be one of {', '.join(DIRECTIONS)}, got {self.directions!r}")
         if self.norm is not None and self.norm not in dirs.NORMS:
             raise LandscapeError(f"--norm must be one of {', '.join(dirs.NORMS)}, got {self.norm!r}")
@@ -336,17 +336,23 @@ def _options(spec: SurfaceSpec) -> dict[str, Any]:
 def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path | None = None,
                     points_per_chunk: int | None = None, batch_size: int | None = None,
                     memory_bytes: int | None = None, affine_first_layer: bool = True,
-                    save_every: float = 10.0, progress: Callable[[int, int], None] | None = None
-                    ) -> dict[str, Any]:
+                    save_every: float = 10.0, progress: Callable[[int, int], None] | None = None,
+                    plane: Plane | None = None) -> dict[str, Any]:
     """Compute (or resume, or return the finished) surface; returns :func:`load_surface`'s dict plus
     ``path``, ``computed_points``, ``resumed_points`` and ``seconds``.
 
     Finished chunks are stored at most every ``save_every`` seconds (0: after every chunk), so a
-    kill loses at most that much work; ``progress(done, total)`` is called after every chunk."""
+    kill loses at most that much work; ``progress(done, total)`` is called after every chunk.
+    ``plane`` gives the directions directly (``spec.directions = "plane"``), e.g. the plane through
+    two minima and a curve's bend."""
     spec.validate()
+    if (plane is None) != (spec.directions != "plane"):
+        raise LandscapeError("directions='plane' goes with a Plane argument, and only with it")
     path = path or result_path(loaded.run, loaded.step, spec.surface_name)
     partial = path.with_name(path.name + ".partial")
     options = _options(spec)
+    if plane is not None:
+        options["plane"] = json.loads(json.dumps(plane.info))
     t0 = time.perf_counter()
     if path.exists() and not partial.exists():
         try:
@@ -385,7 +391,7 @@ def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path |
             info = json.loads(fh.attrs["info"])
             trajectory = {k: fh[k][()] for k in ("proj_xcoord", "proj_ycoord", "proj_steps") if k in fh}
     else:
-        plane = build_plane(loaded, spec)
+        plane = plane if plane is not None else build_plane(loaded, spec)
         vectors, buffer_vectors, info, trajectory = plane.vectors, plane.buffer_vectors, plane.info, plane.trajectory
         xs, ys = _coordinates(spec, plane)
         npoints = len(xs) * (len(ys) if ys is not None else 1)

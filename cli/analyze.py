@@ -10,9 +10,13 @@ from landscape.analysis.pyhessian_backend import pyhessian_analysis
 from landscape.errors import LandscapeError
 from landscape.runs import Run, save_result, update_result
 
+from landscape.analysis.autoneb import NEBOptions
+from landscape.analysis.curves import CurveTraining
+from landscape.analysis.paths import ConnectSpec
 from landscape.analysis.surface import SurfaceSpec, compute_surface, parse_range
 
 from .common import echo_err, print_json, stderr_is_tty
+from .connect_output import run_connect
 from .surface_output import describe_surface, surface_progress, surface_view
 
 
@@ -76,6 +80,9 @@ Examples:
   landscape analyze runs/cnn --slice 2d --directions filter --grid 51 --range -1:1
   landscape analyze runs/small --slice 1d --between runs/large --grid 41    # small- vs large-batch line
   landscape analyze runs/cnn --slice 2d --directions pca --grid 31          # then: plot --kind trajectory
+  landscape analyze runs/mlp-s0 --connect runs/mlp-s1                       # linear path and barrier
+  landscape analyze runs/mlp-s0 --connect runs/mlp-s1 --curve bezier --plane-grid 31   # then: plot --kind path|plane
+  landscape analyze runs/mlp-s0 --connect runs/mlp-s1 --align --json        # git re-basin barrier
 """)
 @click.argument("run_dir", metavar="RUN", type=click.Path())
 @click.option("--checkpoint", default="last", show_default=True, help="last, first, all or a step number.")
@@ -118,25 +125,55 @@ Examples:
 @click.option("--y-grid", type=int, default=None, help="Points on the second axis [default: --grid].")
 @click.option("--between", default=None, metavar="OTHER",
               help="x direction = OTHER - this checkpoint (a run folder, a checkpoint file or a step of RUN).")
-@click.option("--bn", type=click.Choice(["eval", "recompute"]), default="eval", show_default=True,
-              help="BatchNorm at each point: stored statistics, or re-estimated from the training data.")
+@click.option("--bn", type=click.Choice(["eval", "recompute"]), default=None,
+              help="BatchNorm at each point: stored statistics, or re-estimated from the training data "
+              "[default: eval for --slice, recompute for --connect].")
 @click.option("--metrics", default="train,test", show_default=True, help="Data sets to evaluate: train,test.")
 @click.option("--name", default=None, help="Result name [default: surface-<1d|2d>-<directions>].")
 @click.option("--chunk-points", type=int, default=None, help="Grid points per batched evaluation [default: by memory].")
 @click.option("--save-every", type=float, default=10.0, show_default=True,
               help="Store finished surface points at most every SECONDS (a kill loses at most that much work).")
+@click.option("--connect", "connect_to", default=None, metavar="OTHER",
+              help="Mode connectivity to OTHER (a run folder, a checkpoint file or a step of RUN).")
+@click.option("--curve", type=click.Choice(["linear", "bezier", "polychain", "autoneb"]), default="linear",
+              show_default=True, help="Path between the two minima.")
+@click.option("--align", is_flag=True, help="Permute OTHER's hidden units to match RUN first (weight matching).")
+@click.option("--points", type=int, default=41, show_default=True, help="Points along the path.")
+@click.option("--curve-epochs", type=int, default=50, show_default=True, help="Epochs of bend training.")
+@click.option("--curve-optimizer", default="adam", show_default=True, help="Optimizer of the bend.")
+@click.option("--curve-lr", type=float, default=1e-3, show_default=True, help="Learning rate of the bend.")
+@click.option("--curve-batch-size", type=int, default=128, show_default=True)
+@click.option("--ensemble-points", type=int, default=10, show_default=True,
+              help="Points of the curve whose predictions are averaged (test accuracy of the ensemble).")
+@click.option("--plane-grid", type=int, default=0, help="Also the loss on the plane through both minima and "
+              "the bend, N x N points.")
+@click.option("--neb-cycles", type=int, default=4, show_default=True, help="AutoNEB insertion cycles.")
+@click.option("--neb-steps", type=int, default=100, show_default=True, help="AutoNEB steps per cycle.")
+@click.option("--neb-lr", type=float, default=0.01, show_default=True, help="AutoNEB step size.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace, frobenius, diag, density,
             per_layer, samples, batch_size, seed, precision, product_method, tol, trace_rtol, density_runs,
             density_steps, backend, slice_dims, directions, norm, keep_biasbn, grid, xrange, y_range, y_grid,
-            between, bn, metrics, name, chunk_points, save_every, device, as_json):
+            between, bn, metrics, name, chunk_points, save_every, connect_to, curve, align, points, curve_epochs,
+            curve_optimizer, curve_lr, curve_batch_size, ensemble_points, plane_grid, neb_cycles, neb_steps, neb_lr,
+            device, as_json):
     """Analyse checkpoints of a run; results are saved under RUN/analysis/<checkpoint>/.
 
     Without quantity flags, computes train/test loss and accuracy (and the generalization gap).
     With --slice, computes a loss slice or surface (resumable: rerun the same command after a kill).
     """
+    if connect_to is not None:
+        spec = ConnectSpec(other=connect_to, curve=curve, points=points, align=align, bn=bn,
+                           training=CurveTraining(epochs=curve_epochs, batch_size=curve_batch_size, seed=seed,
+                                                  optimizer={"name": curve_optimizer, "lr": curve_lr}),
+                           neb=NEBOptions(cycles=neb_cycles, steps=neb_steps, lr=neb_lr, seed=seed),
+                           ensemble_points=ensemble_points, plane_grid=plane_grid,
+                           batch_size=batch_size or 1000, name=name)
+        run_connect(run_dir, checkpoint, spec, device, parse_samples(samples), seed, as_json)
+        return
     if slice_dims is not None:
+        bn = bn or "eval"
         spec = SurfaceSpec(dims=int(slice_dims[0]), directions=directions, norm=norm, ignore_biasbn=not keep_biasbn,
                            xrange=parse_range(xrange) if xrange else None, xnum=grid,
                            yrange=parse_range(y_range) if y_range else None, ynum=y_grid, between=between, bn=bn,

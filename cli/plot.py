@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from landscape.analysis.path_plots import find_path_result, plot_path, plot_plane
 from landscape.analysis.surface import load_surface
 from landscape.analysis.surface_plots import KINDS as SURFACE_KINDS
 from landscape.analysis.surface_plots import find_surface, plot_surface, write_vtp
@@ -13,7 +14,7 @@ from landscape.errors import LandscapeError
 from landscape.plotting import plot_density, plot_spectrum, plot_training
 from landscape.runs import Run
 
-KINDS = ("training", "spectrum", "density", *SURFACE_KINDS)
+KINDS = ("training", "spectrum", "density", *SURFACE_KINDS, "path", "plane")
 
 
 @click.command(epilog="""\b
@@ -27,13 +28,16 @@ Examples:
   landscape plot runs/cnn --kind trajectory --surface surface-2d-pca
   landscape plot runs/cnn --kind slice                    # after: landscape analyze runs/cnn --slice 1d
   landscape plot runs/cnn --format vtp --log              # ParaView file of the 2-D surface
+  landscape plot runs/mlp-s0 --kind path                  # after: landscape analyze ... --connect OTHER
+  landscape plot runs/mlp-s0 --kind plane                 # after: ... --curve bezier --plane-grid 31
 """)
 @click.argument("run_dir", metavar="RUN", type=click.Path())
 @click.option("--kind", type=click.Choice(KINDS), default="training", show_default=True, help="What to draw.")
 @click.option("--checkpoint", default="last", show_default=True, help="Checkpoint of the stored analysis.")
 @click.option("--curvature", type=click.Choice(["hessian", "ggn", "fisher"]), default="hessian", show_default=True)
 @click.option("--surface", "surface_name", default=None,
-              help="Stored surface to draw, e.g. surface-2d-pca [default: the checkpoint's latest one].")
+              help="Stored surface (or path result for --kind path|plane) to draw, e.g. surface-2d-pca "
+              "[default: the checkpoint's latest one].")
 @click.option("--metric", type=click.Choice(["train_loss", "test_loss", "train_acc", "test_acc"]),
               default="train_loss", show_default=True, help="Surface quantity to draw.")
 @click.option("--format", "fmt", type=click.Choice(["figure", "vtp"]), default="figure", show_default=True,
@@ -44,6 +48,13 @@ Examples:
 def plot(run_dir, kind, checkpoint, curvature, surface_name, metric, fmt, log, output):
     """Draw figures from a run's stored metrics and analysis results (plotting computes nothing)."""
     run = Run.open(run_dir)
+    if kind in ("path", "plane"):
+        if fmt == "vtp":
+            raise LandscapeError("--format vtp exports a 2-D surface; use --kind contour etc.")
+        source, result = find_path_result(run, run.resolve_checkpoint(checkpoint), surface_name)
+        path = Path(output) if output else run.figures_dir / f"{source.stem}-{kind}.png"
+        click.echo(str((plot_path if kind == "path" else plot_plane)(result, path)))
+        return
     if fmt == "vtp" or kind in SURFACE_KINDS:
         step = run.resolve_checkpoint(checkpoint)
         dims = 1 if kind == "slice" else 2

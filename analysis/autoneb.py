@@ -1,0 +1,134 @@
+"""AutoNEB: a minimum-energy path between two minima (Draxler, Veschgini, Salmhofer & Hamprecht 2018,
+"Essentially no barriers in neural network energy landscape"), nudged elastic band with automatic
+pivot insertion.
+
+The path is a chain of pivots p_0 = w0, p_1, ..., p_P = w1 (endpoints fixed), initially on the
+straight line. Each NEB step moves every interior pivot by the force (Henkelman & Jonsson 2000,
+improved tangent tau_i from the higher-energy neighbour)
+
+    F_i = -(g_i - (g_i . tau_i) tau_i) + k (|p_{i+1} - p_i| - |p_i - p_{i-1}|) tau_i,
+
+g_i the mini-batch gradient at p_i: the loss gradient perpendicular to the path relaxes the pivot
+downhill, the spring keeps the pivots evenly spaced. SGD with momentum integrates it. After each
+cycle of ``steps`` NEB steps, every segment is probed at ``probe_points`` interior points on a fixed
+evaluation subset; a pivot is inserted at the highest probe of each segment whose probe rises above
+both segment ends by more than ``insert_tolerance`` x (the loss range along the path), up to
+``max_pivots``. The result is a piecewise-linear path; its saddle is the highest loss on it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch.func import functional_call
+
+from landscape.errors import LandscapeError
+from landscape.losses import get_loss
+from landscape.params import ParamLayout
+
+
+@dataclass
+class NEBOptions:
+    cycles: int = 4
+    steps: int = 100
+    lr: float = 0.01
+    momentum: float = 0.9
+    spring: float = 1.0
+    batch_size: int = 256
+    initial_pivots: int = 3
+    probe_points: int = 9
+    probe_samples: int = 1000
+    insert_tolerance: float = 0.05
+    max_pivots: int = 24
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.cycles < 1 or self.steps < 0 or self.initial_pivots < 1 or self.max_pivots < self.initial_pivots:
+            raise LandscapeError("AutoNEB needs cycles >= 1, steps >= 0 and 1 <= initial pivots <= max pivots")
+        if not (self.lr > 0 and 0 <= self.momentum < 1 and self.spring >= 0):
+            raise LandscapeError("AutoNEB needs lr > 0, 0 <= momentum < 1 and spring >= 0")
+
+
+def _tangent(p: list[torch.Tensor], energy: list[float], i: int) -> torch.Tensor:
+    fwd, bwd = p[i + 1] - p[i], p[i] - p[i - 1]
+    e_prev, e, e_next = energy[i - 1], energy[i], energy[i + 1]
+    if e_next > e > e_prev:
+        tau = fwd
+    elif e_next < e < e_prev:
+        tau = bwd
+    else:
+        hi, lo = max(abs(e_next - e), abs(e_prev - e)), min(abs(e_next - e), abs(e_prev - e))
+        tau = fwd * hi + bwd * lo if e_next > e_prev else fwd * lo + bwd * hi
+    norm = tau.norm()
+    return tau / norm if norm > 0 else tau
+
+
+def autoneb(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch.Tensor, w1: torch.Tensor,
+            x: torch.Tensor, y: torch.Tensor, options: NEBOptions | None = None) -> dict:
+    """Pivots (P + 1, n) of the relaxed chain and the probe history; see the module docstring."""
+    opts = options or NEBOptions()
+    opts.validate()
+    net = copy.deepcopy(model).train()
+    buffers = {n: b.detach().clone() for n, b in net.named_buffers()}
+    loss_fn = get_loss(loss)
+    gen = torch.Generator().manual_seed(opts.seed)
+    probe_idx = torch.randperm(x.shape[0], generator=gen)[:opts.probe_samples].to(x.device)
+    xp, yp = x[probe_idx], y[probe_idx]
+
+    def value(point: torch.Tensor, xb, yb) -> float:
+        with torch.no_grad():
+            return float(loss_fn(functional_call(net, {**buffers, **layout.unflatten(point)}, (xb,)), yb))
+
+    def value_and_grad(point: torch.Tensor, xb, yb) -> tuple[float, torch.Tensor]:
+        leaf = point.detach().requires_grad_()
+        out = functional_call(net, {**buffers, **layout.unflatten(leaf)}, (xb,))
+        val = loss_fn(out, yb)
+        (g,) = torch.autograd.grad(val, leaf)
+        return float(val), g
+
+    pivots = [w0 + (w1 - w0) * (k / (opts.initial_pivots + 1)) for k in range(opts.initial_pivots + 2)]
+    history = []
+    for cycle in range(opts.cycles):
+        if cycle > 0:  # automatic insertion where the path rises between pivots
+            probes = []
+            ends = [value(p, xp, yp) for p in pivots]
+            for i in range(len(pivots) - 1):
+                ts = torch.linspace(0, 1, opts.probe_points + 2)[1:-1]
+                vals = [value(pivots[i] + float(t) * (pivots[i + 1] - pivots[i]), xp, yp) for t in ts]
+                k = max(range(len(vals)), key=vals.__getitem__)
+                probes.append((vals[k] - max(ends[i], ends[i + 1]), i, float(ts[k])))
+            span = max(max(ends), max(r + max(ends[i], ends[i + 1]) for r, i, _ in probes)) - min(ends)
+            room = opts.max_pivots + 2 - len(pivots)
+            split = {i: t for r, i, t in sorted(probes, reverse=True)[:max(room, 0)]
+                     if r > opts.insert_tolerance * max(span, 1e-12)}
+            chain = [pivots[0]]
+            for i in range(len(pivots) - 1):
+                if i in split:
+                    chain.append(pivots[i] + split[i] * (pivots[i + 1] - pivots[i]))
+                chain.append(pivots[i + 1])
+            pivots, inserted = chain, len(split)
+            history.append({"cycle": cycle, "pivots": len(pivots), "inserted": inserted})
+        velocity = [torch.zeros_like(p) for p in pivots]
+        n = x.shape[0]
+        for _ in range(opts.steps):
+            idx = torch.randint(0, n, (min(opts.batch_size, n),), generator=gen).to(x.device)
+            xb, yb = x[idx], y[idx]
+            energy, grads = [0.0] * len(pivots), [None] * len(pivots)
+            for i in range(len(pivots)):
+                if 0 < i < len(pivots) - 1:
+                    energy[i], grads[i] = value_and_grad(pivots[i], xb, yb)
+                else:
+                    energy[i] = value(pivots[i], xb, yb)
+            new = list(pivots)
+            for i in range(1, len(pivots) - 1):
+                tau = _tangent(pivots, energy, i)
+                g = grads[i]
+                force = -(g - torch.dot(g, tau) * tau)
+                force = force + opts.spring * ((pivots[i + 1] - pivots[i]).norm() - (pivots[i] - pivots[i - 1]).norm()) * tau
+                velocity[i] = opts.momentum * velocity[i] + force
+                new[i] = pivots[i] + opts.lr * velocity[i]
+            pivots = new
+    return {"pivots": torch.stack(pivots), "history": history}
+

@@ -1,0 +1,159 @@
+"""Parametric curves between two minima w0 and w1 and the training of their bend (Garipov, Izmailov,
+Podoprikhin, Vetrov & Wilson 2018, "Loss surfaces, mode connectivity, and fast ensembling of DNNs").
+
+With one bend theta:
+
+- ``linear``:    phi(t) = (1 - t) w0 + t w1;
+- ``bezier``:    phi(t) = (1 - t)^2 w0 + 2 t (1 - t) theta + t^2 w1          (quadratic Bezier curve);
+- ``polychain``: phi(t) = (1 - 2t) w0 + 2t theta on [0, 1/2], (2 - 2t) theta + (2t - 1) w1 on [1/2, 1].
+
+All three lie in the plane w0 + span(theta - w0, w1 - w0), at the coordinates
+:func:`curve_coordinates` returns, so a whole curve is evaluated as one batch of grid points.
+
+The bend is trained to minimise the expected loss along the curve, E_{t ~ U(0, 1)} L(phi(t)): each
+step draws one t, evaluates the mini-batch loss at phi(t) (BatchNorm in training mode, as for the
+endpoints) and moves theta with any first-order optimizer of the registry; its gradient is
+c_theta(t) grad L(phi(t)). Training is resumable: the bend, the optimizer state and the random state
+are stored atomically after every epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import h5py
+import numpy as np
+import torch
+from torch.func import functional_call
+
+from landscape.errors import LandscapeError
+from landscape.h5tree import read_tree, write_tree
+from landscape.losses import get_loss
+from landscape.params import ParamLayout
+from landscape.runs import atomic_h5
+
+CURVES = ("linear", "bezier", "polychain")
+STATE_FORMAT = "landscape.curve-training"
+
+
+def curve_weights(kind: str, t: float) -> tuple[float, float, float]:
+    """(c0, c_theta, c1) with phi(t) = c0 w0 + c_theta theta + c1 w1 (they sum to 1)."""
+    if kind == "linear":
+        return 1.0 - t, 0.0, t
+    if kind == "bezier":
+        return (1.0 - t) ** 2, 2.0 * t * (1.0 - t), t * t
+    if kind == "polychain":
+        return (1.0 - 2.0 * t, 2.0 * t, 0.0) if t <= 0.5 else (0.0, 2.0 - 2.0 * t, 2.0 * t - 1.0)
+    raise LandscapeError(f"unknown curve {kind!r}; choose one of {', '.join(CURVES)}")
+
+
+def curve_coordinates(kind: str, ts) -> np.ndarray:
+    """(len(ts), 2): phi(t) = w0 + a (theta - w0) + b (w1 - w0)."""
+    rows = []
+    for t in np.asarray(ts, dtype=float):
+        _, c_theta, c1 = curve_weights(kind, float(t))
+        rows.append((c_theta, c1))
+    return np.array(rows, dtype=float).reshape(-1, 2)
+
+
+@dataclass
+class CurveTraining:
+    """How the bend is trained (Garipov et al. train it like the endpoints: same optimizer family)."""
+    epochs: int = 50
+    batch_size: int = 128
+    optimizer: dict[str, Any] = field(default_factory=lambda: {"name": "adam", "lr": 1e-3})
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise LandscapeError("curve training needs epochs >= 1 and batch size >= 1")
+
+
+def _save_state(path: Path, options: dict, theta: torch.Tensor, optimizer, generator: torch.Generator,
+                epoch: int, history: list[float]) -> None:
+    with atomic_h5(path, STATE_FORMAT) as fh:
+        fh.attrs["options"] = json.dumps(options)
+        fh.attrs["epoch"] = epoch
+        fh.create_dataset("theta", data=theta.detach().cpu().numpy())
+        fh.create_dataset("history", data=np.asarray(history, dtype=float))
+        write_tree(fh, "optimizer", optimizer.state_dict())
+        fh.create_dataset("generator", data=generator.get_state().numpy())
+
+
+def _load_state(path: Path, options: dict) -> dict | None:
+    try:
+        with h5py.File(path, "r") as fh:
+            if fh.attrs.get("format") != STATE_FORMAT or json.loads(fh.attrs["options"]) != options:
+                return None
+            return {"epoch": int(fh.attrs["epoch"]), "theta": torch.from_numpy(fh["theta"][()]),
+                    "history": fh["history"][()].tolist(), "optimizer": read_tree(fh["optimizer"]),
+                    "generator": torch.from_numpy(fh["generator"][()])}
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def train_bend(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch.Tensor, w1: torch.Tensor,
+               kind: str, x: torch.Tensor, y: torch.Tensor, training: CurveTraining,
+               state_path: Path | None = None, progress: Callable[[int, int, float], None] | None = None
+               ) -> tuple[torch.Tensor, list[float]]:
+    """Train the bend theta of a ``bezier`` or ``polychain`` curve; returns (theta, mean loss per epoch).
+
+    ``state_path`` makes the training resumable (the state is saved after every epoch).
+    """
+    from landscape.optim import build_optimizer
+    from landscape.optim.registry import get_entry
+    from landscape.optim.training import epoch_order
+
+    if kind not in ("bezier", "polychain"):
+        raise LandscapeError(f"only bezier and polychain curves have a bend to train, not {kind!r}")
+    training.validate()
+    spec = dict(training.optimizer)
+    entry = get_entry(spec.get("name", ""))
+    if entry.needs_model or entry.needs_closure:
+        raise LandscapeError(f"the curve's bend is trained with a first-order optimizer; {spec['name']!r} needs "
+                             "the model or a closure")
+    options = {"kind": kind, **asdict(training), "w0": float(w0.double().sum()), "w1": float(w1.double().sum())}
+    net = copy.deepcopy(model).train()
+    buffers = {n: b.detach().clone() for n, b in net.named_buffers()}
+    loss_fn = get_loss(loss)
+    theta = torch.nn.Parameter(0.5 * (w0 + w1).detach().clone())
+    optimizer = build_optimizer(spec, [theta])
+    generator = torch.Generator().manual_seed(training.seed)
+    start, history = 0, []
+    if state_path is not None and state_path.exists():
+        state = _load_state(state_path, options)
+        if state is not None:
+            with torch.no_grad():
+                theta.copy_(state["theta"].to(theta))
+            optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["generator"])
+            start, history = state["epoch"], state["history"]
+    n = x.shape[0]
+    for epoch in range(start, training.epochs):
+        order = epoch_order(training.seed, epoch, n, x.device)
+        total, count = 0.0, 0
+        for i in range(0, n, training.batch_size):
+            idx = order[i:i + training.batch_size]
+            t = float(torch.rand((), generator=generator))
+            c0, ct, c1 = curve_weights(kind, t)
+            point = c0 * w0 + ct * theta + c1 * w1
+            out = functional_call(net, {**buffers, **layout.unflatten(point)}, (x[idx],))
+            value = loss_fn(out, y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            optimizer.step()
+            total += float(value.detach()) * idx.shape[0]
+            count += idx.shape[0]
+        history.append(total / count)
+        if not np.isfinite(history[-1]):
+            raise LandscapeError(f"curve training diverged in epoch {epoch + 1} (loss {history[-1]}); lower the "
+                                 "bend's learning rate")
+        if state_path is not None:
+            _save_state(state_path, options, theta, optimizer, generator, epoch + 1, history)
+        if progress is not None:
+            progress(epoch + 1, training.epochs, history[-1])
+    return theta.detach(), history

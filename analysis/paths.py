@@ -1,0 +1,250 @@
+"""Mode connectivity between two checkpoints: the linear path and its barrier, Bezier / PolyChain
+curves with a trained bend, AutoNEB minimum-energy paths, ensembles along the curve, the plane
+through both minima and the bend, and permutation alignment before interpolating.
+
+::
+
+    loaded = load_checkpoint_model("runs/mlp-s0")
+    result = connect(loaded, ConnectSpec(other="runs/mlp-s1", curve="bezier"))
+    result["linear"]["barrier"]["train_loss"], result["fitted"]["barrier"]["train_loss"]
+
+Barriers of a path w(t), t in [0, 1], for a metric L (train/test loss, train/test error):
+
+- ``barrier``        = max_t L(t) - ((1 - t) L(0) + t L(1))   (Frankle et al. 2020);
+- ``barrier_midpoint`` = max_t L(t) - (L(0) + L(1)) / 2       (Ainsworth et al. 2023, git re-basin).
+
+BatchNorm: with ``bn="recompute"`` (the default for BatchNorm models, as Garipov et al.'s
+``update_bn``) the statistics are re-estimated from the training data at every evaluated point;
+``bn="eval"`` interpolates the two checkpoints' running statistics along the linear path.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from landscape.errors import LandscapeError
+from landscape.runs import result_path, save_result
+
+from . import directions as dirs
+from .alignment import weight_matching
+from .autoneb import NEBOptions, autoneb
+from .curves import CurveTraining, curve_coordinates, train_bend
+from .grid_evaluation import GridEvaluator, _has_batchnorm, split_batches
+from .loading import LoadedCheckpoint
+from .surface import Plane, SurfaceSpec, _other_checkpoint, compute_surface
+
+CONNECT_CURVES = ("linear", "bezier", "polychain", "autoneb")
+METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+
+
+@dataclass
+class ConnectSpec:
+    other: str
+    curve: str = "linear"
+    points: int = 41
+    align: bool = False
+    bn: str | None = None                 # eval | recompute; default: recompute for BatchNorm models
+    training: CurveTraining = field(default_factory=CurveTraining)
+    neb: NEBOptions = field(default_factory=NEBOptions)
+    ensemble_points: int = 10             # points of the curve averaged in the ensemble (0: none)
+    plane_grid: int = 0                   # > 0: loss on the plane through w0, w1 and the bend
+    batch_size: int = 1000
+    name: str | None = None
+
+    def validate(self) -> None:
+        if self.curve not in CONNECT_CURVES:
+            raise LandscapeError(f"--curve must be one of {', '.join(CONNECT_CURVES)}, got {self.curve!r}")
+        if self.points < 3:
+            raise LandscapeError(f"--points must be >= 3, got {self.points}")
+        if self.bn not in (None, "eval", "recompute"):
+            raise LandscapeError(f"--bn must be eval or recompute, got {self.bn!r}")
+        if self.ensemble_points < 0 or self.plane_grid < 0 or self.plane_grid == 1:
+            raise LandscapeError("--ensemble-points must be >= 0 and --plane-grid 0 or >= 2")
+        if self.batch_size < 1:
+            raise LandscapeError("batch size must be positive")
+        self.training.validate()
+        self.neb.validate()
+
+    @property
+    def result_name(self) -> str:
+        if self.name:
+            return self.name
+        other = Path(self.other.rstrip("/")).name.removesuffix(".h5") or "other"
+        return f"path-{self.curve}{'-aligned' if self.align else ''}-{other}"
+
+
+def barriers(t: np.ndarray, values: np.ndarray) -> dict[str, float]:
+    """Both barrier definitions of the module docstring over the points with t in [0, 1]."""
+    t = np.asarray(t, dtype=float)
+    values = np.asarray(values, dtype=float)
+    inside = (t >= -1e-12) & (t <= 1 + 1e-12)
+    t, v = t[inside], values[inside]
+    v0, v1 = v[np.argmin(np.abs(t))], v[np.argmin(np.abs(t - 1))]
+    return {"barrier": float(np.max(v - ((1 - t) * v0 + t * v1))),
+            "barrier_midpoint": float(np.max(v) - 0.5 * (v0 + v1)),
+            "max": float(np.max(v)), "argmax_t": float(t[int(np.argmax(v))])}
+
+
+def _path_barriers(t, metrics: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    out = {}
+    for key, values in metrics.items():
+        if key.endswith("_acc"):
+            out[key.replace("_acc", "_error")] = barriers(t, 1.0 - values)
+        else:
+            out[key] = barriers(t, values)
+    return out
+
+
+class _Evaluator:
+    """Loss/accuracy of points given as coordinates on (center, directions), train and test."""
+
+    def __init__(self, loaded: LoadedCheckpoint, layout, bn: str, batch_size: int):
+        self.loaded, self.layout, self.bn = loaded, layout, bn
+        ds = loaded.dataset
+        self.data = {"train": (ds.x_train, ds.y_train), "test": (ds.x_test, ds.y_test)}
+        self.batches = {s: split_batches(x, y, batch_size) for s, (x, y) in self.data.items()}
+        self.train_batches = self.batches["train"]
+        self.batch_size = batch_size
+
+    def evaluator(self, center, directions, buffer_directions=None) -> GridEvaluator:
+        return GridEvaluator(self.loaded.model, self.loaded.loss, self.layout.unflatten(center),
+                             [self.layout.unflatten(d) for d in directions], buffer_directions, bn=self.bn,
+                             sample_input=self.data["train"][0][:2])
+
+    def metrics(self, ev: GridEvaluator, coords: np.ndarray, chunk: int = 8) -> dict[str, np.ndarray]:
+        coords_t = torch.as_tensor(coords, dtype=next(self.loaded.model.parameters()).dtype,
+                                   device=self.data["train"][0].device)
+        out: dict[str, list] = {}
+        for start in range(0, coords_t.shape[0], chunk):
+            c = coords_t[start:start + chunk]
+            for tag, (split, batches) in enumerate(self.batches.items()):
+                sums = ev.sums(c, batches, tag=tag, train_batches=self.train_batches)
+                out.setdefault(f"{split}_loss", []).append((sums.loss / sums.samples).cpu().numpy())
+                if sums.correct is not None:
+                    out.setdefault(f"{split}_acc", []).append((sums.correct.double() / sums.samples).cpu().numpy())
+        return {k: np.concatenate(v) for k, v in out.items()}
+
+    def accuracy(self, probs: torch.Tensor) -> float:
+        return float((probs.argmax(-1) == self.data["test"][1]).double().mean())
+
+    def probabilities(self, ev: GridEvaluator, coords: np.ndarray) -> torch.Tensor:
+        c = torch.as_tensor(coords, dtype=next(self.loaded.model.parameters()).dtype,
+                            device=self.data["test"][0].device)
+        return ev.mean_probabilities(c, self.data["test"][0], self.batch_size, self.train_batches)
+
+
+def connect(loaded: LoadedCheckpoint, spec: ConnectSpec,
+            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Connect the loaded checkpoint to ``spec.other``; stores and returns the result (see module doc)."""
+    spec.validate()
+    t_start = time.perf_counter()
+    say = progress or (lambda message: None)
+    model = loaded.model
+    layout, w0 = dirs.flat_parameters(model)
+    other = _other_checkpoint(loaded.run, spec.other)
+    params_b = dict(other.params)
+    for name, shape in zip(layout.names, layout.shapes):
+        if name not in params_b or tuple(params_b[name].shape) != tuple(shape):
+            raise LandscapeError(f"{spec.other}: parameter {name!r} is missing or has another shape (different model?)")
+    params_a = layout.unflatten(w0)
+    permutations = None
+    if spec.align:
+        params_b, permutations = weight_matching(model, {n: t.cpu() for n, t in params_a.items()},
+                                                 {n: params_b[n] for n in layout.names}, seed=0)
+    w1 = layout.flatten({n: params_b[n].to(w0) for n in layout.names})
+    if bool(torch.equal(w0, w1)) and spec.curve != "linear":
+        raise LandscapeError("the two checkpoints are identical: there is no path to fit between them")
+    bn = spec.bn or ("recompute" if _has_batchnorm(model) else "eval")
+    own_buffers = dict(model.named_buffers())
+    buffer_delta = {n: b.to(own_buffers[n]) - own_buffers[n] for n, b in other.buffers.items()
+                    if n in own_buffers and own_buffers[n].is_floating_point() and not spec.align}
+    ev = _Evaluator(loaded, layout, bn, spec.batch_size)
+    t = np.linspace(0.0, 1.0, spec.points)
+    result: dict[str, Any] = {"other": spec.other, "kind": spec.curve, "bn": bn, "aligned": spec.align,
+                              "distance": float((w1 - w0).norm())}
+    if permutations is not None:
+        result["permutations"] = permutations
+    say("linear path")
+    linear_ev = ev.evaluator(w0, [w1 - w0], [buffer_delta] if buffer_delta else None)
+    linear = ev.metrics(linear_ev, t[:, None])
+    result["linear"] = {"t": t, **linear, "barrier": _path_barriers(t, linear)}
+    ends = [ev.probabilities(linear_ev, np.array([[0.0]])), ev.probabilities(linear_ev, np.array([[1.0]]))]
+    result["ensemble"] = {"endpoint_0_test_acc": ev.accuracy(ends[0]), "endpoint_1_test_acc": ev.accuracy(ends[1]),
+                          "endpoints_test_acc": ev.accuracy(0.5 * (ends[0] + ends[1]))}
+    if spec.curve in ("bezier", "polychain"):
+        state = result_path(loaded.run, loaded.step, spec.result_name).with_suffix(".training.h5")
+        ds = loaded.dataset
+
+        def epoch_done(epoch, total, value):
+            say(f"bend training: epoch {epoch}/{total}, mean loss along the curve {value:.4g}")
+
+        theta, history = train_bend(model, loaded.loss, layout, w0, w1, spec.curve, ds.x_train, ds.y_train,
+                                    spec.training, state_path=state, progress=epoch_done)
+        say("curve evaluation")
+        curve_ev = ev.evaluator(w0, [theta - w0, w1 - w0])
+        curve = ev.metrics(curve_ev, curve_coordinates(spec.curve, t))
+        result["fitted"] = {"t": t, **curve, "barrier": _path_barriers(t, curve), "training_loss": history,
+                           "bend": theta.cpu().numpy()}
+        if spec.ensemble_points:
+            ts = (np.arange(spec.ensemble_points) + 0.5) / spec.ensemble_points
+            probs = ev.probabilities(curve_ev, curve_coordinates(spec.curve, ts))
+            result["ensemble"]["curve_test_acc"] = ev.accuracy(probs)
+            result["ensemble"]["curve_points"] = spec.ensemble_points
+        if spec.plane_grid:
+            say("plane through the two minima and the bend")
+            result["plane"] = _plane(loaded, spec, layout, w0, w1, theta, bn)
+        state.unlink(missing_ok=True)
+    elif spec.curve == "autoneb":
+        say("AutoNEB")
+        ds = loaded.dataset
+        neb = autoneb(model, loaded.loss, layout, w0, w1, ds.x_train, ds.y_train, spec.neb)
+        pivots = neb["pivots"]
+        lengths = (pivots[1:] - pivots[:-1]).norm(dim=1).double().cpu().numpy()
+        cumulative = np.concatenate([[0.0], np.cumsum(lengths)]) / max(lengths.sum(), 1e-30)
+        per_segment = max(2, math.ceil(spec.points / (len(pivots) - 1)))
+        ts, parts = [], []
+        for i in range(len(pivots) - 1):
+            local = np.linspace(0.0, 1.0, per_segment + 1)[:-1] if i < len(pivots) - 2 else np.linspace(0, 1, per_segment + 1)
+            seg = ev.metrics(ev.evaluator(pivots[i], [pivots[i + 1] - pivots[i]]), local[:, None])
+            parts.append(seg)
+            ts.append(cumulative[i] + local * (cumulative[i + 1] - cumulative[i]))
+        tt = np.concatenate(ts)
+        curve = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        result["fitted"] = {"t": tt, **curve, "barrier": _path_barriers(tt, curve), "pivots": len(pivots),
+                           "pivot_t": cumulative, "history": neb["history"], "length": float(lengths.sum())}
+        result["saddle_train_loss"] = float(np.max(curve["train_loss"]))
+    result["seconds"] = time.perf_counter() - t_start
+    options = {k: v for k, v in asdict(spec).items() if k != "name"}
+    result["path"] = str(save_result(loaded.run, loaded.step, spec.result_name, result, **options))
+    return result
+
+
+def _plane(loaded: LoadedCheckpoint, spec: ConnectSpec, layout, w0, w1, theta, bn: str) -> dict[str, Any]:
+    """Loss on the plane through w0, w1 and the bend (Garipov et al. Fig. 1): origin w0, e1 along
+    w1 - w0, e2 the component of theta - w0 orthogonal to it; coordinates in parameter distance."""
+    u = w1 - w0
+    length = float(u.norm())
+    e1 = u / length
+    v = theta - w0
+    v_perp = v - torch.dot(v, e1) * e1
+    e2 = v_perp / v_perp.norm()
+    bend = (float(torch.dot(v, e1)), float(torch.dot(v, e2)))
+    xr = (min(0.0, bend[0]) - 0.2 * length, max(length, bend[0]) + 0.2 * length)
+    yr = (min(0.0, bend[1]) - 0.3 * length, max(0.0, bend[1]) + 0.3 * length)
+    plane = Plane(layout, [e1, e2], [{}, {}], {"w1": (length, 0.0), "bend": bend}, xr)
+    surface_spec = SurfaceSpec(dims=2, directions="plane", xrange=xr, yrange=yr, xnum=spec.plane_grid,
+                               ynum=spec.plane_grid, bn=bn, name=f"{spec.result_name}-plane",
+                               splits=("train", "test"))
+    surface = compute_surface(loaded, surface_spec, plane=plane)
+    t = np.linspace(0, 1, 101)
+    coords = curve_coordinates(spec.curve, t)  # in (theta - w0, w1 - w0)
+    curve_xy = np.stack([coords[:, 0] * bend[0] + coords[:, 1] * length, coords[:, 0] * bend[1]], 1)
+    return {"surface": surface["path"], "w0": [0.0, 0.0], "w1": [length, 0.0], "bend": list(bend),
+            "curve_xy": curve_xy}
