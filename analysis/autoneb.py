@@ -86,7 +86,7 @@ def autoneb(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch.Te
         out = functional_call(net, {**buffers, **layout.unflatten(leaf)}, (xb,))
         val = loss_fn(out, yb)
         (g,) = torch.autograd.grad(val, leaf)
-        return float(val), g
+        return float(val.detach()), g
 
     pivots = [w0 + (w1 - w0) * (k / (opts.initial_pivots + 1)) for k in range(opts.initial_pivots + 2)]
     history = []

@@ -76,7 +76,7 @@ def plot_plane(result: dict[str, Any], path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 5))
     levels = np.geomspace(max(np.nanmin(z), 1e-6), np.nanmax(z), 25)
     filled = ax.contourf(X, Y, z, levels=levels, cmap="viridis", norm=LogNorm(levels[0], levels[-1]))
-    fig.colorbar(filled, ax=ax, label="train loss")
+    fig.colorbar(filled, ax=ax, label="train loss", ticks=np.geomspace(levels[0], levels[-1], 7), format="%.2g")
     w1, bend = plane["w1"], plane["bend"]
     ax.plot([0, w1[0]], [0, w1[1]], "w--", linewidth=1.2, label="linear path")
     xy = np.asarray(plane["curve_xy"])

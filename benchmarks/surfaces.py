@@ -15,7 +15,9 @@ Methods, on the same model, data and grid, in one process:
   of the per-point evaluation without any overhead.
 
 The per-point methods cost the same at every point, so ``--baseline-points`` of them are timed
-(``loss-landscapes`` on a ``sqrt`` x ``sqrt`` grid) and scaled to the full grid; the report says so.
+(``loss-landscapes`` on a ``sqrt`` x ``sqrt`` grid) and scaled to the full grid; on the ResNet,
+whose best plan is one point at a time, ours is timed on those points too. Every method runs
+``--repeats`` interleaved rounds and the medians are reported (timings on a shared VM vary).
 Models: the MNIST-1D MLP (default ``mlp``, 4000 training samples) and a CIFAR-shaped ResNet-20 on
 random data (``--resnet-samples``).
 
@@ -135,6 +137,7 @@ def main() -> None:
     parser.add_argument("--resnet-samples", type=int, default=128)
     parser.add_argument("--baseline-points", type=int, default=121)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--save")
     args = parser.parse_args()
@@ -148,20 +151,31 @@ def main() -> None:
         axis = np.linspace(-1, 1, args.grid)
         grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
         npoints = grid.shape[0]
-        fwd, best_bs = forward_limit(model, x)
-        t_ours, z_ours, plan = ours(model, x, y, dx, dy, grid)
+        timed = grid if name == "mlp" else grid[np.linspace(0, npoints - 1, args.baseline_points).astype(int)]
         sub = grid[np.linspace(0, npoints - 1, min(args.baseline_points, npoints)).astype(int)]
-        t_pp, z_pp = per_point(model, x, y, dx, dy, sub)
-        idx = np.linspace(0, npoints - 1, len(sub)).astype(int)
-        agree = float(np.max(np.abs(z_pp - z_ours[idx]) / np.maximum(1, np.abs(z_pp))))
         side = max(2, int(round(math.sqrt(args.baseline_points))))
-        t_ll, ll_norm = loss_landscapes_plane(model, x, y, side)
-        r = {"points": npoints, "samples": int(x.shape[0]), "parameters": layout.dim,
-             "forward_limit_s": fwd * npoints, "forward_best_batch": best_bs,
-             "landscape_s": t_ours, **plan,
-             "per_point_s": t_pp / len(sub) * npoints, "per_point_timed_points": len(sub),
-             "loss_landscapes_s": t_ll / side ** 2 * npoints, "loss_landscapes_timed_points": side ** 2, "loss_landscapes_normalization": ll_norm,
-             "max_relative_difference_vs_per_point": agree}
+        runs: dict[str, list[float]] = {"fwd": [], "ours": [], "pp": [], "ll": []}
+        for _ in range(args.repeats):  # interleaved rounds; medians (this VM's timings vary by +-30%)
+            fwd, best_bs = forward_limit(model, x)
+            runs["fwd"].append(fwd)
+            t_ours, z_ours, plan = ours(model, x, y, dx, dy, timed)
+            runs["ours"].append(t_ours / len(timed))
+            t_pp, z_pp = per_point(model, x, y, dx, dy, sub)
+            runs["pp"].append(t_pp / len(sub))
+            t_ll, ll_norm = loss_landscapes_plane(model, x, y, side)
+            runs["ll"].append(t_ll / side ** 2)
+        med = {k: statistics.median(v) * npoints for k, v in runs.items()}
+        at = {tuple(p) for p in map(tuple, timed)}
+        idx = [i for i, p in enumerate(map(tuple, sub)) if p in at]
+        lookup = {tuple(p): z for p, z in zip(map(tuple, timed), z_ours)}
+        agree = max(abs(z_pp[i] - lookup[tuple(sub[i])]) / max(1.0, abs(z_pp[i])) for i in idx)
+        t_ours = med["ours"]
+        r = {"points": npoints, "samples": int(x.shape[0]), "parameters": layout.dim, "repeats": args.repeats,
+             "forward_limit_s": med["fwd"], "forward_best_batch": best_bs,
+             "landscape_s": t_ours, "landscape_timed_points": len(timed), **plan,
+             "per_point_s": med["pp"], "per_point_timed_points": len(sub),
+             "loss_landscapes_s": med["ll"], "loss_landscapes_timed_points": side ** 2,
+             "loss_landscapes_normalization": ll_norm, "max_relative_difference_vs_per_point": float(agree)}
         r["speedup_vs_per_point"] = r["per_point_s"] / t_ours
         r["speedup_vs_loss_landscapes"] = r["loss_landscapes_s"] / t_ours
         r["ratio_to_forward_limit"] = t_ours / r["forward_limit_s"]
