@@ -19,7 +19,11 @@ both segment ends by more than ``insert_tolerance`` x (the loss range along the 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import h5py
 
 import torch
 from torch.func import functional_call
@@ -27,6 +31,9 @@ from torch.func import functional_call
 from landscape.errors import LandscapeError
 from landscape.losses import get_loss
 from landscape.params import ParamLayout
+from landscape.runs import atomic_h5
+
+STATE_FORMAT = "landscape.autoneb"
 
 
 @dataclass
@@ -66,8 +73,12 @@ def _tangent(p: list[torch.Tensor], energy: list[float], i: int) -> torch.Tensor
 
 
 def autoneb(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch.Tensor, w1: torch.Tensor,
-            x: torch.Tensor, y: torch.Tensor, options: NEBOptions | None = None) -> dict:
-    """Pivots (P + 1, n) of the relaxed chain and the probe history; see the module docstring."""
+            x: torch.Tensor, y: torch.Tensor, options: NEBOptions | None = None,
+            state_path: Path | None = None, progress=None) -> dict:
+    """Pivots (P + 1, n) of the relaxed chain and the insertion history; see the module docstring.
+
+    ``state_path`` makes it resumable: the chain is stored atomically after every cycle, then
+    ``progress(cycle, cycles, pivots)`` is called."""
     opts = options or NEBOptions()
     opts.validate()
     net = copy.deepcopy(model).train()
@@ -89,8 +100,16 @@ def autoneb(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch.Te
         return float(val.detach()), g
 
     pivots = [w0 + (w1 - w0) * (k / (opts.initial_pivots + 1)) for k in range(opts.initial_pivots + 2)]
-    history = []
-    for cycle in range(opts.cycles):
+    history: list[dict] = []
+    first = 0
+    options = {**asdict(opts), "w0": float(w0.double().sum()), "w1": float(w1.double().sum())}
+    if state_path is not None and state_path.exists():
+        stored = _load_state(state_path, options)
+        if stored is not None:
+            pivots = [p.to(w0) for p in stored["pivots"]]
+            first, history = stored["cycle"], stored["history"]
+            gen.set_state(stored["generator"])
+    for cycle in range(first, opts.cycles):
         if cycle > 0:  # automatic insertion where the path rises between pivots
             probes = []
             ends = [value(p, xp, yp) for p in pivots]
@@ -130,5 +149,30 @@ def autoneb(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch.Te
                 velocity[i] = opts.momentum * velocity[i] + force
                 new[i] = pivots[i] + opts.lr * velocity[i]
             pivots = new
+        if state_path is not None:
+            _save_state(state_path, options, pivots, cycle + 1, history, gen)
+        if progress is not None:
+            progress(cycle + 1, opts.cycles, len(pivots))
     return {"pivots": torch.stack(pivots), "history": history}
+
+
+def _save_state(path: Path, options: dict, pivots: list[torch.Tensor], cycle: int, history: list[dict],
+                gen: torch.Generator) -> None:
+    with atomic_h5(path, STATE_FORMAT) as fh:
+        fh.attrs["options"] = json.dumps(options)
+        fh.attrs["cycle"] = cycle
+        fh.attrs["history"] = json.dumps(history)
+        fh.create_dataset("pivots", data=torch.stack(pivots).detach().cpu().numpy())
+        fh.create_dataset("generator", data=gen.get_state().numpy())
+
+
+def _load_state(path: Path, options: dict) -> dict | None:
+    try:
+        with h5py.File(path, "r") as fh:
+            if fh.attrs.get("format") != STATE_FORMAT or json.loads(fh.attrs["options"]) != options:
+                return None
+            return {"cycle": int(fh.attrs["cycle"]), "history": json.loads(fh.attrs["history"]),
+                    "pivots": torch.from_numpy(fh["pivots"][()]), "generator": torch.from_numpy(fh["generator"][()])}
+    except (OSError, KeyError, ValueError):
+        return None
 

@@ -22,8 +22,8 @@ def find_path_result(run: Run, step: int, name: str | None = None) -> tuple[Path
         if not path.exists():
             raise LandscapeError(f"no path result {name!r} for checkpoint {step} (looked for {path})")
     else:
-        found = sorted((p for p in folder.glob("path-*.h5") if not p.name.endswith(".training.h5")
-                        and "-plane" not in p.stem), key=lambda p: p.stat().st_mtime, reverse=True)
+        found = sorted((p for p in folder.glob("path-*.h5") if not p.name.endswith((".training.h5", ".autoneb.h5"))
+                        and not p.stem.endswith("-plane")), key=lambda p: p.stat().st_mtime, reverse=True)
         if not found:
             raise LandscapeError(f"no mode-connectivity result for checkpoint {step}: run "
                                  f"`landscape analyze {run.path} --connect OTHER` first")

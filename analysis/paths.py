@@ -204,7 +204,9 @@ def connect(loaded: LoadedCheckpoint, spec: ConnectSpec,
     elif spec.curve == "autoneb":
         say("AutoNEB")
         ds = loaded.dataset
-        neb = autoneb(model, loaded.loss, layout, w0, w1, ds.x_train, ds.y_train, spec.neb)
+        state = result_path(loaded.run, loaded.step, spec.result_name).with_suffix(".autoneb.h5")
+        neb = autoneb(model, loaded.loss, layout, w0, w1, ds.x_train, ds.y_train, spec.neb, state_path=state,
+                      progress=lambda c, total, n: say(f"AutoNEB: cycle {c}/{total}, {n} pivots"))
         pivots = neb["pivots"]
         lengths = (pivots[1:] - pivots[:-1]).norm(dim=1).double().cpu().numpy()
         cumulative = np.concatenate([[0.0], np.cumsum(lengths)]) / max(lengths.sum(), 1e-30)
@@ -220,6 +222,7 @@ def connect(loaded: LoadedCheckpoint, spec: ConnectSpec,
         result["fitted"] = {"t": tt, **curve, "barrier": _path_barriers(tt, curve), "pivots": len(pivots),
                            "pivot_t": cumulative, "history": neb["history"], "length": float(lengths.sum())}
         result["saddle_train_loss"] = float(np.max(curve["train_loss"]))
+        state.unlink(missing_ok=True)
     result["seconds"] = time.perf_counter() - t_start
     options = {k: v for k, v in asdict(spec).items() if k != "name"}
     result["path"] = str(save_result(loaded.run, loaded.step, spec.result_name, result, **options))

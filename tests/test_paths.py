@@ -113,6 +113,25 @@ def test_autoneb_relaxes_onto_the_valley():
     assert saddle < 0.05  # the straight line's barrier is 1
 
 
+def test_autoneb_resumes_after_an_interruption(tmp_path):
+    model, layout, w0, w1, x, y = _valley()
+    opts = NEBOptions(cycles=3, steps=40, lr=0.02, batch_size=16, probe_samples=32)
+    whole = autoneb(model, "mse", layout, w0, w1, x, y, opts)["pivots"]
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(cycle, total, pivots):
+        if cycle == 1:
+            raise Stop
+
+    state = tmp_path / "neb.autoneb.h5"
+    with pytest.raises(Stop):
+        autoneb(model, "mse", layout, w0, w1, x, y, opts, state_path=state, progress=stop_after_first)
+    resumed = autoneb(model, "mse", layout, w0, w1, x, y, opts, state_path=state)["pivots"]
+    assert torch.equal(resumed, whole)
+
+
 def _permuted_copy(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
     """The same function with every hidden layer's units permuted at random."""
     params = {n: p.detach().clone() for n, p in model.named_parameters()}
