@@ -1,7 +1,8 @@
 """README figures of loss surfaces: small- vs large-batch MNIST-1D MLPs (Keskar et al. 2017 setting,
 drawn the Li et al. 2018 way), made only with the library that ``landscape train / analyze / plot`` use.
 
-1. Train the default MLP with Adam (lr 1e-3, 200 epochs) at batch 32 and at batch 2000 (half the data).
+1. Train the default MLP with Adam (lr 1e-3) at batch 32 (25,000 steps, 200 epochs) and at batch 2000
+   (half the data; 10,000 steps), both to a small training loss.
 2. 2-D filter-normalised surfaces (``--grid`` points per axis on [-1, 1]^2) of both final checkpoints,
    drawn side by side with the same log-spaced contour levels.
 3. The 1-D slice from the small-batch to the large-batch solution (t in [-0.5, 1.5]), train and test.
@@ -26,9 +27,9 @@ from landscape.plotting import _pyplot, save_figure
 from landscape.runs import Run
 
 
-def trained(folder: Path, batch: int) -> Path:
+def trained(folder: Path, batch: int, steps: int) -> Path:
     config = {"data": {"name": "mnist1d"}, "model": {"name": "mlp"}, "optimizer": {"name": "adam", "lr": 1e-3},
-              "training": {"epochs": 200, "batch_size": batch, "device": "cpu", "seed": 0}}
+              "training": {"steps": steps, "batch_size": batch, "device": "cpu", "seed": 0}}
     if not (Run.exists(folder) and Run.open(folder).finished):
         train(config, folder, resume=Run.exists(folder))
     return folder
@@ -42,7 +43,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
-    runs = {"batch 32": trained(Path(args.runs) / "mlp-b32", 32), "batch 2000": trained(Path(args.runs) / "mlp-b2000", 2000)}
+    runs = {"batch 32": trained(Path(args.runs) / "mlp-b32-25000", 32, 25000),
+            "batch 2000": trained(Path(args.runs) / "mlp-b2000-10000", 2000, 10000)}
     surfaces = {}
     for label, folder in runs.items():
         loaded = load_checkpoint_model(folder)
