@@ -129,7 +129,7 @@ def plot_surface(surface: dict[str, Any], kind: str, path: str | Path, metric: s
         fig.colorbar(filled, ax=ax, label=metric)
     else:  # contour, trajectory
         cs = ax.contour(X, Y, z, levels=_levels(z), cmap="summer")
-        ax.clabel(cs, fontsize=6, fmt="%.3g")
+        ax.clabel(cs, cs.levels[::2], fontsize=6, fmt="%.3g")
     if kind == "trajectory":
         if "proj_xcoord" not in surface:
             raise LandscapeError("this surface has no trajectory projection (the run had fewer than two "
