@@ -19,6 +19,8 @@ TRAINING_FLAGS = {
     "epochs": ("training", "epochs"), "steps": ("training", "steps"), "seed": ("training", "seed"),
     "device": ("training", "device"), "schedule": ("training", "schedule"),
     "eval_every": ("training", "eval_every"), "checkpoint_every": ("training", "checkpoint_every"),
+    "track_curvature_every": ("training", "track_curvature_every"), "track_trace": ("training", "track_trace"),
+    "track_samples": ("training", "track_samples"),
 }
 
 
@@ -43,6 +45,11 @@ def training_options(fn: Callable) -> Callable:
         click.option("--schedule", help="Learning-rate schedule: constant, step or cosine."),
         click.option("--eval-every", type=int, help="Evaluate every N steps [default: every epoch]."),
         click.option("--checkpoint-every", type=int, help="Checkpoint every N steps [default: ~20 per run]."),
+        click.option("--track-curvature-every", type=int,
+                     help="Record lambda_max of the training-loss Hessian every N steps (edge-of-stability plots)."),
+        click.option("--track-trace", is_flag=True, default=None, help="With --track-curvature-every: also the trace."),
+        click.option("--track-samples", type=int,
+                     help="Training samples of the tracked Hessian (a fixed seeded subset) [default: 2048]."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False),
                      help="TOML file with [data], [model], [optimizer], [training] tables."),
         click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",

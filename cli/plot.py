@@ -11,10 +11,10 @@ from landscape.analysis.surface import load_surface
 from landscape.analysis.surface_plots import KINDS as SURFACE_KINDS
 from landscape.analysis.surface_plots import find_surface, plot_surface, write_vtp
 from landscape.errors import LandscapeError
-from landscape.plotting import plot_density, plot_spectrum, plot_training
+from landscape.plotting import plot_density, plot_sharpness, plot_spectrum, plot_training
 from landscape.runs import Run
 
-KINDS = ("training", "spectrum", "density", *SURFACE_KINDS, "path", "plane")
+KINDS = ("training", "spectrum", "density", "sharpness", *SURFACE_KINDS, "path", "plane")
 
 
 @click.command(epilog="""\b
@@ -28,6 +28,7 @@ Examples:
   landscape plot runs/cnn --kind trajectory --surface surface-2d-pca
   landscape plot runs/cnn --kind slice                    # after: landscape analyze runs/cnn --slice 1d
   landscape plot runs/cnn --format vtp --log              # ParaView file of the 2-D surface
+  landscape plot runs/gd --kind sharpness                 # after: landscape train ... --track-curvature-every 10
   landscape plot runs/mlp-s0 --kind path                  # after: landscape analyze ... --connect OTHER
   landscape plot runs/mlp-s0 --kind plane                 # after: ... --curve bezier --plane-grid 31
 """)
@@ -72,6 +73,8 @@ def plot(run_dir, kind, checkpoint, curvature, surface_name, metric, fmt, log, o
     path = Path(output) if output else run.figures_dir / f"{kind}.png"
     if kind == "training":
         out = plot_training(run, path)
+    elif kind == "sharpness":
+        out = plot_sharpness(run, path)
     elif kind == "spectrum":
         out = plot_spectrum(run, path, checkpoint, curvature)
     else:

@@ -74,6 +74,48 @@ def plot_training(run: Run, path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
+def stability_factor(optimizer: dict) -> tuple[float, str] | None:
+    """c with gradient descent on a quadratic of curvature lambda stable iff lambda < c / lr (Cohen et al.
+    2021): 2 for SGD, 2 + 2 mu for heavy-ball momentum (torch's SGD, dampening 0), (2 + 2 mu) / (1 + 2 mu)
+    for Nesterov; None for adaptive methods (their threshold is on the preconditioned Hessian)."""
+    name = optimizer.get("name")
+    if name == "sgd":
+        return 2.0, "2/lr"
+    if name == "momentum" and not optimizer.get("dampening"):
+        mu = float(optimizer.get("momentum", 0.9))
+        return 2.0 + 2.0 * mu, f"(2+2*{mu:g})/lr"
+    if name == "nesterov":
+        mu = float(optimizer.get("momentum", 0.9))
+        return (2.0 + 2.0 * mu) / (1.0 + 2.0 * mu), f"(2+2*{mu:g})/((1+2*{mu:g}) lr)"
+    return None
+
+
+def plot_sharpness(run: Run, path: str | Path) -> Path:
+    """lambda_max tracked along training with the stability threshold c/lr, and the training loss."""
+    plt = _pyplot()
+    _figure_format(Path(path))
+    m = run.metrics
+    if "lambda_max" not in m or all(math.isnan(v) for v in m["lambda_max"]):
+        raise LandscapeError(f"run {run.path} has no tracked curvature: train it with --track-curvature-every K")
+    rows = [i for i, v in enumerate(m["lambda_max"]) if not math.isnan(v)]
+    steps = [m["step"][i] for i in rows]
+    fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax.plot(steps, [m["lambda_max"][i] for i in rows], "C0.-", markersize=3, label="lambda_max")
+    factor = stability_factor(run.config["optimizer"])
+    if factor is not None:
+        ax.plot(steps, [factor[0] / m["lr"][i] for i in rows], "k--", linewidth=1, label=factor[1])
+    ax.set(xlabel="step", ylabel="lambda_max (training loss Hessian)", title="sharpness along training")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax_loss.plot(m["step"], m["train_loss"], "C1")
+    ax_loss.set(xlabel="step", ylabel="train loss", yscale="log")
+    ax_loss.grid(alpha=0.3)
+    cfg = run.config
+    fig.suptitle(f"{cfg['model']['name']} on {cfg['data']['name']}, {cfg['optimizer']['name']} "
+                 f"lr={cfg['optimizer']['lr']:g}, batch {cfg['training']['batch_size']}", fontsize=10)
+    return save_figure(fig, path)
+
+
 def _stored_curvature(run: Run, checkpoint: str | int, curvature: str, key: str, flag: str) -> tuple[int, dict]:
     from .runs import load_result, result_path
 

@@ -44,6 +44,9 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "checkpoint_every": None,  # steps; default: about 20 checkpoints, on evaluation steps
     "eval_batch_size": 2048,
     "loss": None,              # default: the data set's loss
+    "track_curvature_every": None,  # steps: record lambda_max of the training-loss Hessian
+    "track_trace": False,           # also its trace (Hutchinson / GGN control variate)
+    "track_samples": 2048,          # fixed seeded subset of the training set for the tracked Hessian
 }
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -141,6 +144,10 @@ def normalize(config: Mapping[str, Any]) -> dict[str, Any]:
     training["eval_batch_size"] = _positive_int(training["eval_batch_size"], "eval_batch_size", allow_none=False)
     training["eval_every"] = _positive_int(training["eval_every"], "--eval-every")
     training["checkpoint_every"] = _positive_int(training["checkpoint_every"], "--checkpoint-every")
+    training["track_curvature_every"] = _positive_int(training["track_curvature_every"], "--track-curvature-every")
+    training["track_samples"] = _positive_int(training["track_samples"], "--track-samples", allow_none=False)
+    if not isinstance(training["track_trace"], bool):
+        raise LandscapeError(f"track_trace must be true or false, got {training['track_trace']!r}")
     seed = training["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise LandscapeError(f"--seed must be a non-negative integer, got {seed!r}")

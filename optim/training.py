@@ -213,6 +213,13 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
     base_lr = float(cfg["optimizer"]["lr"])
     total = exp.total_steps
 
+    track_every = training["track_curvature_every"]
+    tracker = None
+    if track_every:
+        from landscape.analysis.tracking import CurvatureTracker  # analysis builds on the core, lazily here
+
+        tracker = CurvatureTracker(exp.dataset.x_train, exp.dataset.y_train, training["loss"],
+                                   training["track_samples"], training["seed"], training["track_trace"])
     if resume:
         run.config, run.total_steps, run.status, run.message = cfg, total, "running", ""
         start, elapsed = _restore(run, exp)
@@ -221,6 +228,8 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
         run.total_steps = total
         start, elapsed = 0, 0.0
         row = _measure(exp, 0, base_lr * lr_factor(0, total, **_schedule_args(training)), 0.0)
+        if tracker is not None:
+            row.update(tracker(exp.model))
         run.append_metrics(row)
         run.write()
         run.save_checkpoint(Checkpoint.from_model(0, 0, exp.model, exp.optimizer, capture_rng_state()))
@@ -261,10 +270,13 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
             steps_run += 1
             console.advance(f"loss {loss_value:.4g}")
             final = done == total
-            if done % training["eval_every"] == 0 or final:
+            tracked = tracker is not None and done % track_every == 0
+            if done % training["eval_every"] == 0 or final or tracked:
                 row = _measure(exp, done, lr, elapsed + time.perf_counter() - t0)
                 if not math.isfinite(row["train_loss"]):
                     _mark_diverged(run, TrainingDiverged(done, lr))
+                if tracked:
+                    row.update(tracker(model))
                 model.train()
                 run.append_metrics(row)
                 run.write()
