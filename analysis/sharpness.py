@@ -23,7 +23,10 @@ of the flat parameter vector w; evaluation mode) and return plain floats or smal
 - :func:`fisher_rao_norm` (Liang et al. 2019, as in Jiang et al.): E_n <w, grad_w l_n(w)>^2, from one
   forward-mode pass (the per-sample directional derivatives along w).
 - :func:`local_entropy` (Chaudhari et al. 2017's local-entropy proxy, as in Jiang et al.):
-  E_{u ~ N(0, sigma^2 I)} L(w + u) for several sigma.
+  E_{u ~ N(0, sigma^2 I)} L(w + u) for several sigma (as one number: minus L(w), at one sigma).
+
+:func:`measure_all` computes a list of them by name (``MEASURES``); it is what
+``landscape analyze --sharpness`` and ``landscape study --measures`` call.
 - :func:`dinh_rescale`: Dinh et al. 2017's reparameterisation of a ReLU network, layer l times alpha and
   layer l + 1 times 1 / alpha, which leaves the function unchanged.
 """
@@ -283,3 +286,39 @@ def dinh_rescale(model: nn.Module, alpha: float, layer: int = 0) -> nn.Module:
         layers[layer + 1].weight.div_(alpha)
     return out
 
+
+
+# --- all measures of a checkpoint -------------------------------------------------------------------------------
+def measure_all(obj: Objective, names: list[str], *, eps: float = 1e-3, rho: float = 0.05, adaptive_rho: float = 0.5,
+                subspace: int = 100, sigma: float = 0.01, threshold: float = 0.1, samples: int = 20,
+                seed: int = 0) -> tuple[dict[str, float], dict[str, object]]:
+    """(one number per measure, details) for the measures ``names`` (see MEASURES)."""
+    unknown = [n for n in names if n not in MEASURES]
+    if unknown:
+        raise LandscapeError(f"unknown sharpness measure {unknown[0]!r}; choose from {', '.join(MEASURES)}")
+    values: dict[str, float] = {}
+    details: dict[str, object] = {}
+    hess = [n for n in names if n in ("lambda-max", "trace", "frobenius", "logdet")]
+    if hess:
+        h = hessian_measures(obj, tuple(hess), seed=seed)
+        key = {"lambda-max": "lambda_max", "trace": "trace", "frobenius": "frobenius_squared", "logdet": "logdet"}
+        values.update({n: h[key[n]] for n in hess})
+    for name in names:
+        if name in ("keskar", "keskar-subspace"):
+            out = keskar_sharpness(obj, eps=eps, subspace=subspace if name == "keskar-subspace" else None, seed=seed)
+            values[name], details[name] = out["sharpness"], out
+        elif name == "sam":
+            values[name] = sam_sharpness(obj, rho)
+        elif name == "sam-multistep":
+            values[name] = sam_sharpness(obj, rho, steps=10)
+        elif name in ("adaptive-worst", "adaptive-average"):
+            values[name] = adaptive_sharpness(obj, adaptive_rho, kind=name.split("-")[1], samples=samples, seed=seed)
+        elif name in ("pac-bayes", "pac-bayes-magnitude"):
+            out = pac_bayes_flatness(obj, threshold=threshold, magnitude_aware=name.endswith("magnitude"),
+                                     samples=samples, seed=seed)
+            values[name], details[name] = out["measure"], out
+        elif name == "fisher-rao":
+            values[name] = fisher_rao_norm(obj)
+        elif name == "local-entropy":
+            values[name] = local_entropy(obj, (sigma,), samples, seed)[f"{sigma:g}"] - loss_at(obj, obj.point())
+    return values, details

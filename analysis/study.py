@@ -103,6 +103,105 @@ def combination_config(base: Mapping[str, Any], combo: Mapping[str, Any]) -> dic
 class StudyResult:
     path: Path
     rows: list[dict[str, Any]]
+    correlations: dict[str, Any] | None = None
+    interpolation: str | None = None
+
+
+@dataclass
+class MeasureOptions:
+    """Sharpness measures computed on every finished run's last checkpoint (see analysis.sharpness)."""
+    names: tuple[str, ...] = ()
+    samples: int | None = 1000       # fixed seeded subset of the training set
+    eps: float = 1e-3
+    rho: float = 0.05
+    seed: int = 0
+
+
+def run_measures(run_dir: Path, opts: MeasureOptions, compute: bool = True) -> dict[str, float]:
+    """The measures of a run's last checkpoint, reusing a stored ``sharpness`` result with the same
+    options; without ``compute`` only the stored ones (other shards' runs), NaN for the rest."""
+    from landscape.objective import Objective
+    from landscape.runs import load_result, result_path, update_result
+
+    from .loading import load_checkpoint_model
+    from .sharpness import measure_all
+
+    run = Run.open(run_dir)
+    step = run.resolve_checkpoint("last")
+    attrs = {"samples": opts.samples, "seed": opts.seed, "eps": opts.eps, "rho": opts.rho}
+    path = result_path(run, step, "sharpness")
+    stored: dict[str, float] = {}
+    if path.exists():
+        try:
+            result, options = load_result(path)
+            if {k: options.get(k) for k in attrs} == attrs:
+                stored = dict(result.get("measures", {}))
+        except LandscapeError:
+            stored = {}
+    missing = [n for n in opts.names if n not in stored]
+    if missing and not compute:
+        return {n: float(stored.get(n, math.nan)) for n in opts.names}
+    if missing:
+        loaded = load_checkpoint_model(run, step, samples=opts.samples, seed=opts.seed)
+        ds = loaded.dataset
+        obj = Objective(loaded.model, ds.x_train, ds.y_train, loaded.loss)
+        values, _ = measure_all(obj, missing, eps=opts.eps, rho=opts.rho, seed=opts.seed)
+        stored.update(values)
+        update_result(run, step, "sharpness", {"measures": stored}, **attrs)
+    return {n: float(stored[n]) for n in opts.names}
+
+
+def kendall_correlations(rows: list[dict[str, Any]], measures: list[str], keys: list[str],
+                         target: str = "generalization_gap") -> dict[str, Any]:
+    """Kendall's tau between every measure and ``target`` over the finished runs, and its granulated form
+    (Jiang et al. 2020, Sec. 4): for each varied hyper-parameter, the mean tau over groups of runs that
+    differ in that hyper-parameter only; Psi = the mean over hyper-parameters."""
+    from scipy.stats import kendalltau
+
+    def tau(group: list[dict], m: str) -> float | None:
+        pairs = [(r[m], r[target]) for r in group if math.isfinite(r.get(m, math.nan))
+                 and math.isfinite(r.get(target, math.nan))]
+        if len(pairs) < 2:
+            return None
+        a, b = zip(*pairs)
+        value = kendalltau(a, b).statistic
+        return float(value) if value == value else None
+
+    out: dict[str, Any] = {}
+    for m in measures:
+        entry: dict[str, Any] = {"overall": tau(rows, m), "granulated": {}}
+        for k in keys:
+            groups: dict[str, list[dict]] = {}
+            for r in rows:
+                groups.setdefault(json.dumps([r.get(o) for o in keys if o != k]), []).append(r)
+            taus = [t for g in groups.values() if (t := tau(g, m)) is not None]
+            entry["granulated"][k] = float(np.mean(taus)) if taus else None
+        values = [v for v in entry["granulated"].values() if v is not None]
+        entry["psi"] = float(np.mean(values)) if values else None
+        out[m] = entry
+    return out
+
+
+def batch_interpolation(out: Path, vary: Mapping[str, list[Any]], rows: list[dict[str, Any]]) -> str | None:
+    """Keskar et al.'s Fig. 3: the 1-D line from the smallest- to the largest-batch solution (other
+    varied values: those of the first combination); returns the stored slice's path, if any."""
+    from .loading import load_checkpoint_model
+    from .surface import SurfaceSpec, compute_surface
+
+    key = "training.batch_size"
+    if key not in vary or len(set(vary[key])) < 2:
+        return None
+    first = rows[0]
+    same = [r for r in rows if r["status"] == "finished"
+            and all(r.get(k) == first.get(k) for k in vary if k != key)]
+    if len(same) < 2:
+        return None
+    small = min(same, key=lambda r: r[key])
+    large = max(same, key=lambda r: r[key])
+    loaded = load_checkpoint_model(out / "runs" / small["run"])
+    result = compute_surface(loaded, SurfaceSpec(dims=1, between=str(out / "runs" / large["run"]), xnum=41,
+                                                 name=f"surface-1d-batch-{small[key]}-to-{large[key]}"))
+    return result["path"]
 
 
 def study_table(out: Path, vary: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
@@ -127,13 +226,19 @@ def study_table(out: Path, vary: Mapping[str, list[Any]]) -> list[dict[str, Any]
     return rows
 
 
-def write_study(out: Path, base: Mapping[str, Any], vary: Mapping[str, list[Any]], rows: list[dict]) -> Path:
+def write_study(out: Path, base: Mapping[str, Any], vary: Mapping[str, list[Any]], rows: list[dict],
+                measures: tuple[str, ...] = (), correlations: dict | None = None,
+                interpolation: str | None = None) -> Path:
     path = out / "study.h5"
     with atomic_h5(path, STUDY_FORMAT) as fh:
         fh.attrs["base_config"] = json.dumps(base)
         fh.attrs["vary"] = json.dumps(vary)
         fh.attrs["rows"] = json.dumps(rows)
-        numeric = ["train_loss", "test_loss", "train_acc", "test_acc", "generalization_gap", "loss_gap"]
+        fh.attrs["measures"] = json.dumps(list(measures))
+        fh.attrs["correlations"] = json.dumps(correlations or {})
+        fh.attrs["interpolation"] = interpolation or ""
+        numeric = ["train_loss", "test_loss", "train_acc", "test_acc", "generalization_gap", "loss_gap",
+                   *measures]
         table = fh.create_group("table")
         table.create_dataset("run", data=np.array([r["run"] for r in rows], dtype=h5py.string_dtype()))
         table.create_dataset("status", data=np.array([r["status"] for r in rows], dtype=h5py.string_dtype()))
@@ -144,8 +249,9 @@ def write_study(out: Path, base: Mapping[str, Any], vary: Mapping[str, list[Any]
 
 def run_study(base: Mapping[str, Any], vary: Mapping[str, list[Any]], out: str | Path,
               shard: tuple[int, int] = (0, 1), progress: bool = False,
-              log: Callable[[str], None] | None = None) -> StudyResult:
-    """Train (or resume, or skip) every combination in this shard, then write the study table."""
+              log: Callable[[str], None] | None = None, measures: MeasureOptions | None = None) -> StudyResult:
+    """Train (or resume, or skip) every combination in this shard, measure the finished ones, then
+    write the study table (with Kendall correlations and the batch-size interpolation when measured)."""
     out = Path(out)
     index, count = shard
     if not (count >= 1 and 0 <= index < count):
@@ -175,4 +281,18 @@ def run_study(base: Mapping[str, Any], vary: Mapping[str, list[Any]], out: str |
         except TrainingDiverged as exc:
             say(f"[{i + 1}/{len(combos)}] {name}: {exc}")
     rows = study_table(out, vary)
-    return StudyResult(write_study(out, dict(base), dict(vary), rows), rows)
+    names = tuple(measures.names) if measures else ()
+    correlations = interpolation = None
+    if names:
+        for i, row in enumerate(rows):
+            if row["status"] != "finished":
+                continue
+            mine = i % count == index
+            if mine:
+                say(f"[{i + 1}/{len(combos)}] {row['run']}: measures")
+            row.update(run_measures(out / "runs" / row["run"], measures, compute=mine))
+        correlations = kendall_correlations(rows, list(names), list(vary))
+        if all(r["status"] == "finished" for r in rows):
+            interpolation = batch_interpolation(out, vary, rows)
+    path = write_study(out, dict(base), dict(vary), rows, names, correlations, interpolation)
+    return StudyResult(path, rows, correlations, interpolation)

@@ -13,10 +13,12 @@ from landscape.runs import Run, save_result, update_result
 from landscape.analysis.autoneb import NEBOptions
 from landscape.analysis.curves import CurveTraining
 from landscape.analysis.paths import ConnectSpec
+from landscape.analysis.sharpness import MEASURES
 from landscape.analysis.surface import SurfaceSpec, compute_surface, parse_range
 
 from .common import echo_err, print_json, stderr_is_tty
 from .connect_output import run_connect
+from .sharpness_output import run_sharpness
 from .surface_output import describe_surface, surface_progress, surface_view
 
 
@@ -80,6 +82,7 @@ Examples:
   landscape analyze runs/cnn --slice 2d --directions filter --grid 51 --range -1:1
   landscape analyze runs/small --slice 1d --between runs/large --grid 41    # small- vs large-batch line
   landscape analyze runs/cnn --slice 2d --directions pca --grid 31          # then: plot --kind trajectory
+  landscape analyze runs/mlp --sharpness keskar,sam,lambda-max,pac-bayes --samples 1000
   landscape analyze runs/mlp-s0 --connect runs/mlp-s1                       # linear path and barrier
   landscape analyze runs/mlp-s0 --connect runs/mlp-s1 --curve bezier --plane-grid 31   # then: plot --kind path|plane
   landscape analyze runs/mlp-s0 --connect runs/mlp-s1 --align --json        # git re-basin barrier
@@ -133,6 +136,12 @@ Examples:
 @click.option("--chunk-points", type=int, default=None, help="Grid points per batched evaluation [default: by memory].")
 @click.option("--save-every", type=float, default=10.0, show_default=True,
               help="Store finished surface points at most every SECONDS (a kill loses at most that much work).")
+@click.option("--sharpness", "sharpness_names", default=None, metavar="NAME,...",
+              help="Sharpness measures: keskar, keskar-subspace, sam, sam-multistep, adaptive-worst, "
+              "adaptive-average, lambda-max, trace, frobenius, logdet, pac-bayes, pac-bayes-magnitude, "
+              "fisher-rao, local-entropy, or all.")
+@click.option("--sharpness-eps", type=float, default=1e-3, show_default=True, help="Keskar box size.")
+@click.option("--sharpness-rho", type=float, default=0.05, show_default=True, help="SAM radius.")
 @click.option("--connect", "connect_to", default=None, metavar="OTHER",
               help="Mode connectivity to OTHER (a run folder, a checkpoint file or a step of RUN).")
 @click.option("--curve", type=click.Choice(["linear", "bezier", "polychain", "autoneb"]), default="linear",
@@ -155,7 +164,7 @@ Examples:
 def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace, frobenius, diag, density,
             per_layer, samples, batch_size, seed, precision, product_method, tol, trace_rtol, density_runs,
             density_steps, backend, slice_dims, directions, norm, keep_biasbn, grid, xrange, y_range, y_grid,
-            between, bn, metrics, name, chunk_points, save_every, connect_to, curve, align, points, curve_epochs,
+            between, bn, metrics, name, chunk_points, save_every, sharpness_names, sharpness_eps, sharpness_rho, connect_to, curve, align, points, curve_epochs,
             curve_optimizer, curve_lr, curve_batch_size, ensemble_points, plane_grid, neb_cycles, neb_steps, neb_lr,
             device, as_json):
     """Analyse checkpoints of a run; results are saved under RUN/analysis/<checkpoint>/.
@@ -163,6 +172,12 @@ def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace,
     Without quantity flags, computes train/test loss and accuracy (and the generalization gap).
     With --slice, computes a loss slice or surface (resumable: rerun the same command after a kill).
     """
+    if sharpness_names is not None:
+        names = list(MEASURES) if sharpness_names.strip() == "all" else [
+            n.strip() for n in sharpness_names.split(",") if n.strip()]
+        run_sharpness(run_dir, checkpoint, names, device, parse_samples(samples), seed, sharpness_eps,
+                      sharpness_rho, batch_size, as_json)
+        return
     if connect_to is not None:
         spec = ConnectSpec(other=connect_to, curve=curve, points=points, align=align, bn=bn,
                            training=CurveTraining(epochs=curve_epochs, batch_size=curve_batch_size, seed=seed,

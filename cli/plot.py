@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from landscape.analysis.path_plots import find_path_result, plot_path, plot_plane
+from landscape.analysis.study_plots import load_study, plot_study
 from landscape.analysis.surface import load_surface
 from landscape.analysis.surface_plots import KINDS as SURFACE_KINDS
 from landscape.analysis.surface_plots import find_surface, plot_surface, write_vtp
@@ -28,6 +29,7 @@ Examples:
   landscape plot runs/cnn --kind trajectory --surface surface-2d-pca
   landscape plot runs/cnn --kind slice                    # after: landscape analyze runs/cnn --slice 1d
   landscape plot runs/cnn --format vtp --log              # ParaView file of the 2-D surface
+  landscape plot studies/bs                               # a study: measures vs batch size, Kendall tau
   landscape plot runs/gd --kind sharpness                 # after: landscape train ... --track-curvature-every 10
   landscape plot runs/mlp-s0 --kind path                  # after: landscape analyze ... --connect OTHER
   landscape plot runs/mlp-s0 --kind plane                 # after: ... --curve bezier --plane-grid 31
@@ -47,7 +49,14 @@ Examples:
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Output file (.png, .pdf or .svg; .vtp) [default: RUN/figures/KIND.png].")
 def plot(run_dir, kind, checkpoint, curvature, surface_name, metric, fmt, log, output):
-    """Draw figures from a run's stored metrics and analysis results (plotting computes nothing)."""
+    """Draw figures from a run's stored metrics and analysis results (plotting computes nothing).
+
+    RUN may also be a study folder (``landscape study --measures ...``): its measures, correlations and
+    the small- to large-batch line are drawn."""
+    if (Path(run_dir) / "study.h5").exists() and not (Path(run_dir) / "run.h5").exists():
+        path = Path(output) if output else Path(run_dir) / "figures" / "study.png"
+        click.echo(str(plot_study(load_study(run_dir), path)))
+        return
     run = Run.open(run_dir)
     if kind in ("path", "plane"):
         if fmt == "vtp":

@@ -13,10 +13,12 @@ else:  # pragma: no cover
 
 import click
 
-from landscape.analysis.study import canonical_key, run_study
+from landscape.analysis.sharpness import MEASURES
+from landscape.analysis.study import MeasureOptions, canonical_key, run_study
 from landscape.errors import LandscapeError
 from landscape.optim.config import load_config_file, merge
 
+from .analyze import parse_samples
 from .common import assemble_config, echo_err, print_json, stderr_is_tty, training_options
 
 
@@ -40,6 +42,10 @@ def read_spec(path: str) -> tuple[dict, dict]:
     return merge({}, raw), parsed
 
 
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:+.3f}"
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in text.split("/"))
@@ -61,10 +67,16 @@ Spec file: the [data], [model], [optimizer], [training] tables of a config plus
               help="Vary a hyper-parameter (batch-size, lr, optimizer, seed, weight-decay, or section.key).")
 @click.option("--out", type=click.Path(file_okay=False), help="Study folder [default: studies/<spec name> or studies/study].")
 @click.option("--shard", default="0/1", show_default=True, help="Train only combinations i, i+n, ... (i/n).")
+@click.option("--measures", default=None, metavar="NAME,...",
+              help="Sharpness measures of every final checkpoint (see analyze --sharpness), with their Kendall "
+              "correlation to the generalization gap.")
+@click.option("--measure-samples", default="1000", show_default=True,
+              help="Training samples the measures use (a fixed seeded subset), or 'all'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the table as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="Less output.")
 @training_options
-def study(spec, vary_items, out, shard, as_json, quiet, config_file, assignments, **flags):
+def study(spec, vary_items, out, shard, measures, measure_samples, as_json, quiet, config_file, assignments,
+          **flags):
     """Train every combination of varied hyper-parameters (resumable) and tabulate the outcomes."""
     from landscape.analysis.study import parse_vary
 
@@ -76,12 +88,23 @@ def study(spec, vary_items, out, shard, as_json, quiet, config_file, assignments
     if out is None:
         out = Path("studies") / (Path(spec).stem if spec else "study")
     log = None if quiet else echo_err
-    result = run_study(base, vary, out, parse_shard(shard), progress=(not quiet and stderr_is_tty()), log=log)
+    names = tuple(n.strip() for n in measures.split(",") if n.strip()) if measures else ()
+    if names == ("all",):
+        names = MEASURES
+    unknown = [n for n in names if n not in MEASURES]
+    if unknown:
+        raise LandscapeError(f"unknown measure {unknown[0]!r}; choose from {', '.join(MEASURES)} or all")
+    opts = MeasureOptions(names=names, samples=parse_samples(measure_samples),
+                          seed=int(base.get("training", {}).get("seed", 0) or 0)) if names else None
+    result = run_study(base, vary, out, parse_shard(shard), progress=(not quiet and stderr_is_tty()), log=log,
+                       measures=opts)
     if as_json:
-        print_json({"study": str(result.path), "rows": result.rows})
+        print_json({"study": str(result.path), "rows": result.rows, "correlations": result.correlations,
+                    "interpolation": result.interpolation})
         return
     keys = list(vary)
-    header = [k.partition(".")[2] for k in keys] + ["status", "train acc", "test acc", "gap", "train loss", "test loss"]
+    header = [k.partition(".")[2] for k in keys] + ["status", "train acc", "test acc", "gap", "train loss", "test loss",
+                                                    *names]
     lines = ["  ".join(f"{h:>12}" for h in header)]
     for row in result.rows:
         cells = [str(row[k]) for k in keys] + [row["status"]]
@@ -89,6 +112,13 @@ def study(spec, vary_items, out, shard, as_json, quiet, config_file, assignments
                          ("train_loss", False), ("test_loss", False)):
             v = row.get(key, math.nan)
             cells.append("-" if v != v else (f"{100 * v:.2f}%" if pct else f"{v:.4g}"))
+        cells += [f"{row.get(n, math.nan):.4g}" for n in names]
         lines.append("  ".join(f"{c:>12}" for c in cells))
+    if result.correlations:
+        lines.append("")
+        lines.append("Kendall tau with the generalization gap: overall, per hyper-parameter, Psi (their mean)")
+        for n, c in result.correlations.items():
+            per = ", ".join(f"{k.partition('.')[2]} {_fmt(v)}" for k, v in c["granulated"].items())
+            lines.append(f"  {n:20s} {_fmt(c['overall'])}   [{per}]   Psi {_fmt(c['psi'])}")
     click.echo("\n".join(lines))
     echo_err(f"table saved to {result.path}")
