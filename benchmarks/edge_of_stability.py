@@ -2,7 +2,7 @@
 a tanh MLP (2 x 64) fitting the ``teacher-student`` regression data, lambda_max tracked every 20 steps
 with ``track_curvature_every`` (the same code as ``landscape train --track-curvature-every``).
 
-Runs: gradient descent at lr 0.3 and 0.6 (threshold 2/lr = 6.67 and 3.33) and heavy-ball momentum
+Runs: gradient descent at lr 0.2, 0.3 and 0.4 (threshold 2/lr = 10, 6.67 and 5) and heavy-ball momentum
 0.9 at lr 0.5 (threshold (2 + 2 * 0.9)/lr = 7.6). lambda_max rises (progressive sharpening) until it
 reaches the threshold and then hovers around it while the loss keeps decreasing non-monotonically.
 
@@ -23,7 +23,8 @@ from landscape.optim.training import train
 from landscape.plotting import _pyplot, save_figure, stability_factor
 from landscape.runs import Run
 
-RUNS = {"GD lr 0.3": ("sgd", 0.3), "GD lr 0.6": ("sgd", 0.6), "momentum 0.9, lr 0.5": ("momentum", 0.5)}
+RUNS = {"GD lr 0.2": ("sgd", 0.2), "GD lr 0.3": ("sgd", 0.3), "GD lr 0.4": ("sgd", 0.4),
+        "momentum 0.9, lr 0.5": ("momentum", 0.5)}
 
 
 def main() -> None:
