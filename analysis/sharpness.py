@@ -291,8 +291,9 @@ def dinh_rescale(model: nn.Module, alpha: float, layer: int = 0) -> nn.Module:
 # --- all measures of a checkpoint -------------------------------------------------------------------------------
 def measure_all(obj: Objective, names: list[str], *, eps: float = 1e-3, rho: float = 0.05, adaptive_rho: float = 0.5,
                 subspace: int = 100, sigma: float = 0.01, threshold: float = 0.1, samples: int = 20,
-                seed: int = 0) -> tuple[dict[str, float], dict[str, object]]:
-    """(one number per measure, details) for the measures ``names`` (see MEASURES)."""
+                seed: int = 0, m: int | None = None) -> tuple[dict[str, float], dict[str, object]]:
+    """(one number per measure, details) for the measures ``names`` (see MEASURES); ``m`` makes the SAM
+    measures m-sharpness."""
     unknown = [n for n in names if n not in MEASURES]
     if unknown:
         raise LandscapeError(f"unknown sharpness measure {unknown[0]!r}; choose from {', '.join(MEASURES)}")
@@ -308,9 +309,9 @@ def measure_all(obj: Objective, names: list[str], *, eps: float = 1e-3, rho: flo
             out = keskar_sharpness(obj, eps=eps, subspace=subspace if name == "keskar-subspace" else None, seed=seed)
             values[name], details[name] = out["sharpness"], out
         elif name == "sam":
-            values[name] = sam_sharpness(obj, rho)
+            values[name] = sam_sharpness(obj, rho, m=m)
         elif name == "sam-multistep":
-            values[name] = sam_sharpness(obj, rho, steps=10)
+            values[name] = sam_sharpness(obj, rho, steps=10, m=m)
         elif name in ("adaptive-worst", "adaptive-average"):
             values[name] = adaptive_sharpness(obj, adaptive_rho, kind=name.split("-")[1], samples=samples, seed=seed)
         elif name in ("pac-bayes", "pac-bayes-magnitude"):

@@ -142,6 +142,7 @@ Examples:
               "fisher-rao, local-entropy, or all.")
 @click.option("--sharpness-eps", type=float, default=1e-3, show_default=True, help="Keskar box size.")
 @click.option("--sharpness-rho", type=float, default=0.05, show_default=True, help="SAM radius.")
+@click.option("--sharpness-m", type=int, default=None, help="m-sharpness: SAM measures averaged over m-sample chunks.")
 @click.option("--connect", "connect_to", default=None, metavar="OTHER",
               help="Mode connectivity to OTHER (a run folder, a checkpoint file or a step of RUN).")
 @click.option("--curve", type=click.Choice(["linear", "bezier", "polychain", "autoneb"]), default="linear",
@@ -164,7 +165,7 @@ Examples:
 def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace, frobenius, diag, density,
             per_layer, samples, batch_size, seed, precision, product_method, tol, trace_rtol, density_runs,
             density_steps, backend, slice_dims, directions, norm, keep_biasbn, grid, xrange, y_range, y_grid,
-            between, bn, metrics, name, chunk_points, save_every, sharpness_names, sharpness_eps, sharpness_rho, connect_to, curve, align, points, curve_epochs,
+            between, bn, metrics, name, chunk_points, save_every, sharpness_names, sharpness_eps, sharpness_rho, sharpness_m, connect_to, curve, align, points, curve_epochs,
             curve_optimizer, curve_lr, curve_batch_size, ensemble_points, plane_grid, neb_cycles, neb_steps, neb_lr,
             device, as_json):
     """Analyse checkpoints of a run; results are saved under RUN/analysis/<checkpoint>/.
@@ -176,7 +177,7 @@ def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace,
         names = list(MEASURES) if sharpness_names.strip() == "all" else [
             n.strip() for n in sharpness_names.split(",") if n.strip()]
         run_sharpness(run_dir, checkpoint, names, device, parse_samples(samples), seed, sharpness_eps,
-                      sharpness_rho, batch_size, as_json)
+                      sharpness_rho, sharpness_m, batch_size, as_json)
         return
     if connect_to is not None:
         spec = ConnectSpec(other=connect_to, curve=curve, points=points, align=align, bn=bn,

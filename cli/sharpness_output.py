@@ -15,30 +15,31 @@ from landscape.runs import Run, update_result
 from .common import print_json
 
 
-def sharpness_of(loaded, names: list[str], seed: int, eps: float, rho: float, batch_size: int | None) -> dict:
+def sharpness_of(loaded, names: list[str], seed: int, eps: float, rho: float, m: int | None,
+                 batch_size: int | None) -> dict:
     """Measures of a loaded checkpoint on its (possibly subset) training set, with its evaluation."""
     ds = loaded.dataset
     obj = Objective(loaded.model, ds.x_train, ds.y_train, loaded.loss, batch_size=batch_size)
     t0 = time.perf_counter()
-    values, details = measure_all(obj, names, eps=eps, rho=rho, seed=seed)
+    values, details = measure_all(obj, names, eps=eps, rho=rho, seed=seed, m=m)
     return {"measures": values, "details": details, "evaluation": evaluate_checkpoint(loaded),
             "seconds": time.perf_counter() - t0}
 
 
 def run_sharpness(run_dir: str, checkpoint: str, names: list[str], device: str, samples: int | None, seed: int,
-                  eps: float, rho: float, batch_size: int | None, as_json: bool) -> None:
+                  eps: float, rho: float, m: int | None, batch_size: int | None, as_json: bool) -> None:
     unknown = [n for n in names if n not in MEASURES]
     if unknown or not names:
         raise LandscapeError(f"unknown sharpness measure {unknown[0] if unknown else ''!r}; choose from "
                              f"{', '.join(MEASURES)} or all")
-    if not (eps > 0 and rho > 0):
-        raise LandscapeError("--sharpness-eps and --sharpness-rho must be positive")
+    if not (eps > 0 and rho > 0) or (m is not None and m < 1):
+        raise LandscapeError("--sharpness-eps, --sharpness-rho and --sharpness-m must be positive")
     run = Run.open(run_dir)
     outputs = []
     for step in resolve_steps(run, checkpoint):
         loaded = load_checkpoint_model(run, step, device=device, samples=samples, seed=seed)
-        result = sharpness_of(loaded, names, seed, eps, rho, batch_size)
-        update_result(run, step, "sharpness", result, samples=samples, seed=seed, eps=eps, rho=rho)
+        result = sharpness_of(loaded, names, seed, eps, rho, m, batch_size)
+        update_result(run, step, "sharpness", result, samples=samples, seed=seed, eps=eps, rho=rho, m=m)
         outputs.append({"checkpoint": step, **result})
         if not as_json:
             ev = result["evaluation"]
