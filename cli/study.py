@@ -22,8 +22,9 @@ from .analyze import parse_samples
 from .common import assemble_config, echo_err, print_json, stderr_is_tty, training_options
 
 
-def read_spec(path: str) -> tuple[dict, dict]:
-    """A study TOML: the usual [data]/[model]/[optimizer]/[training] tables plus [study] vary = {...}."""
+def read_spec(path: str) -> tuple[dict, dict, list[str]]:
+    """A study TOML: the usual [data]/[model]/[optimizer]/[training] tables plus [study] vary = {...}
+    and optionally measures = [...]."""
     try:
         raw = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -39,7 +40,10 @@ def read_spec(path: str) -> tuple[dict, dict]:
         if not isinstance(values, list) or not values:
             raise LandscapeError(f"[study] vary.{key} must be a non-empty list")
         parsed[canonical_key(key)] = values
-    return merge({}, raw), parsed
+    measures = study.get("measures", [])
+    if not isinstance(measures, list) or not all(isinstance(m, str) for m in measures):
+        raise LandscapeError("[study] measures must be a list of measure names")
+    return merge({}, raw), parsed, measures
 
 
 def _fmt(value) -> str:
@@ -61,6 +65,7 @@ Examples:
 Spec file: the [data], [model], [optimizer], [training] tables of a config plus
   [study]
   vary = { "training.batch_size" = [32, 128, 1024], "optimizer.lr" = [0.1, 0.01] }
+  measures = ["keskar", "lambda-max", "sam"]          # optional, as --measures
 """)
 @click.argument("spec", required=False, type=click.Path(dir_okay=False))
 @click.option("--vary", "vary_items", multiple=True, metavar="KEY=V1,V2,...",
@@ -80,7 +85,7 @@ def study(spec, vary_items, out, shard, measures, measure_samples, as_json, quie
     """Train every combination of varied hyper-parameters (resumable) and tabulate the outcomes."""
     from landscape.analysis.study import parse_vary
 
-    base, vary = read_spec(spec) if spec else ({}, {})
+    base, vary, spec_measures = read_spec(spec) if spec else ({}, {}, [])
     if config_file:
         base = merge(base, load_config_file(config_file))
     base = merge(base, assemble_config(flags, None, assignments))
@@ -88,7 +93,7 @@ def study(spec, vary_items, out, shard, measures, measure_samples, as_json, quie
     if out is None:
         out = Path("studies") / (Path(spec).stem if spec else "study")
     log = None if quiet else echo_err
-    names = tuple(n.strip() for n in measures.split(",") if n.strip()) if measures else ()
+    names = tuple(n.strip() for n in measures.split(",") if n.strip()) if measures else tuple(spec_measures)
     if names == ("all",):
         names = MEASURES
     unknown = [n for n in names if n not in MEASURES]

@@ -92,3 +92,16 @@ def test_study_with_measures_correlations_interpolation_and_plot(tmp_path, capsy
     figure = tmp_path / "study.png"
     assert main(["plot", str(out), "-o", str(figure)]) == 0
     assert figure.stat().st_size > 10000
+
+
+def test_study_spec_file_with_measures(tmp_path, capsys):
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[data]\nname = "mnist1d"\nsamples = 200\n[model]\nname = "mlp"\nwidths = [8]\n'
+                    '[optimizer]\nname = "sgd"\nlr = 0.1\n[training]\nepochs = 2\ndevice = "cpu"\n'
+                    '[study]\nvary = { "training.batch_size" = [50, 100] }\nmeasures = ["sam"]\n')
+    assert main(["study", str(spec), "--out", str(tmp_path / "s"), "--measure-samples", "100", "-q", "--json"]) == 0
+    view = json.loads(capsys.readouterr().out)
+    assert [r["training.batch_size"] for r in view["rows"]] == [50, 100] and all(r["sam"] >= 0 for r in view["rows"])
+    spec.write_text(spec.read_text().replace('measures = ["sam"]', "measures = 3"))
+    assert main(["study", str(spec), "--out", str(tmp_path / "t"), "-q"]) == 1
+    assert "measures must be a list" in capsys.readouterr().err
