@@ -8,6 +8,14 @@
 The estimators are small functions over any operator with ``@`` (``landscape.operators``):
 ``lanczos``, ``power_iteration``, ``hutchinson``, ``hutchpp``, ``control_variate_trace``,
 ``estimate_trace``, ``exact_diagonal``, ``slq``.
+
+Modules: ``directions``, ``grid_evaluation`` and ``surface`` (loss slices and surfaces),
+``curves``, ``autoneb``, ``alignment`` and ``paths`` (mode connectivity), ``sharpness`` (flatness
+measures), ``tracking`` (curvature during training), ``study`` (hyper-parameter studies)::
+
+    from landscape.analysis.surface import SurfaceSpec, compute_surface
+    from landscape.analysis.paths import ConnectSpec, connect
+    from landscape.analysis.sharpness import measure_all
 """
 
 from .curvature import CurvatureOptions, curvature_analysis

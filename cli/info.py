@@ -67,6 +67,8 @@ def info(run_dir, as_json):
         desc = f"step {int(last['step'])}: train loss {last['train_loss']:.4g}, test loss {last['test_loss']:.4g}"
         if not math.isnan(last.get("train_acc", math.nan)):
             desc += f", train acc {100 * last['train_acc']:.1f}%, test acc {100 * last['test_acc']:.1f}%"
+        if not math.isnan(last.get("lambda_max", math.nan)):
+            desc += f", lambda_max {last['lambda_max']:.4g}"
         lines.append(f"last metrics {desc}")
     lines.append(f"analysis     {len(results)} result file(s)" + ("" if not results else ": " + ", ".join(results[:5])))
     click.echo("\n".join(lines))
