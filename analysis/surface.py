@@ -47,6 +47,7 @@ import h5py
 import numpy as np
 import torch
 
+from landscape import distributed
 from landscape.atomic import remove_stale_temporaries
 from landscape.errors import LandscapeError
 from landscape.objective import Objective
@@ -354,14 +355,6 @@ def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path |
     if plane is not None:
         options["plane"] = json.loads(json.dumps(plane.info))
     t0 = time.perf_counter()
-    if path.exists() and not partial.exists():
-        try:
-            done = load_surface(path)
-        except LandscapeError:
-            done = None
-        if done is not None and done["options"] == json.loads(json.dumps(options)):
-            done.update(path=str(path), computed_points=0, resumed_points=0, seconds=0.0)
-            return done
     model = loaded.model
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
@@ -370,78 +363,40 @@ def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path |
     data = {"train": (ds.x_train, ds.y_train), "test": (ds.x_test, ds.y_test)}
     data = {s: data[s] for s in spec.splits}
     spec_file = partial / "spec.h5"
-    remove_stale_temporaries(partial)
+    metrics = [f"{s}_{m}" for s in data for m in (("loss", "acc") if loaded.loss == "cross_entropy" else ("loss",))]
 
     def make_evaluator(vectors: list[torch.Tensor], buffer_vectors: list[dict]) -> GridEvaluator:
         return GridEvaluator(model, loaded.loss, layout.unflatten(center), [layout.unflatten(v) for v in vectors],
                              buffer_vectors, bn=spec.bn, affine_first_layer=affine_first_layer,
                              sample_input=next(iter(data.values()))[0][:2])
 
-    if spec_file.exists():
-        with _open(spec_file, "partial surface") as fh:
-            stored = json.loads(fh.attrs["options"])
-            if stored != json.loads(json.dumps(options)):
-                raise LandscapeError(f"an unfinished surface {spec.surface_name!r} with other options is in {partial}; "
-                                     "rerun with the same options to resume it, or delete that folder")
-            vectors, buffer_vectors = _read_directions(fh, layout, device, dtype)
-            xs = fh["xcoordinates"][()]
-            ys = fh["ycoordinates"][()] if "ycoordinates" in fh else None
-            chunk = int(fh.attrs["points_per_chunk"])
-            batch = int(fh.attrs["batch_size"])
-            info = json.loads(fh.attrs["info"])
-            trajectory = {k: fh[k][()] for k in ("proj_xcoord", "proj_ycoord", "proj_steps") if k in fh}
-    else:
-        plane = plane if plane is not None else build_plane(loaded, spec)
-        vectors, buffer_vectors, info, trajectory = plane.vectors, plane.buffer_vectors, plane.info, plane.trajectory
-        xs, ys = _coordinates(spec, plane)
-        npoints = len(xs) * (len(ys) if ys is not None else 1)
-        x_any, y_any = next(iter(data.values()))
-        memory = memory_bytes or DEFAULT_MEMORY.get(device.type, DEFAULT_MEMORY["cpu"])
-        if points_per_chunk:
-            chunk, batch = plan_chunks(model, x_any, npoints, x_any.shape[0], layout.dim, memory, batch_size)
-            chunk = min(points_per_chunk, npoints)
-        else:
-            plans = candidate_plans(model, x_any, npoints, x_any.shape[0], layout.dim, memory, batch_size)
-            evaluator = make_evaluator(vectors, buffer_vectors)
-            chunk, batch = (plans[0] if evaluator.bn == "recompute"
-                            else fastest_plan(evaluator, plans, x_any, y_any, len(vectors)))
-        partial.mkdir(parents=True, exist_ok=True)
-        with atomic_h5(spec_file, SURFACE_FORMAT) as fh:
-            fh.attrs["options"] = json.dumps(options)
-            fh.attrs["points_per_chunk"] = chunk
-            fh.attrs["batch_size"] = batch
-            fh.attrs["info"] = json.dumps(info)
-            fh.create_dataset("xcoordinates", data=xs)
-            if ys is not None:
-                fh.create_dataset("ycoordinates", data=ys)
-            for k, v in (trajectory or {}).items():
-                fh.create_dataset(k, data=v)
-            _write_directions(fh, plane)
+    # rank 0 reads and writes the files and decides; the other ranks get its decisions (torch.distributed)
+    setup = None
+    if distributed.is_main():
+        try:
+            setup = _prepare(loaded, spec, options, path, partial, spec_file, plane, make_evaluator, metrics,
+                             layout, device, dtype, points_per_chunk, batch_size, memory_bytes)
+        except LandscapeError as exc:
+            setup = exc
+    setup = distributed.broadcast(setup)
+    if isinstance(setup, LandscapeError):
+        raise setup
+    if "finished" in setup:
+        return setup["finished"]
+    xs, ys, chunk, batch = setup["xs"], setup["ys"], setup["chunk"], setup["batch"]
+    vectors = [v.to(device=device, dtype=dtype) for v in setup["vectors"]]
+    buffer_vectors = [{n: t.to(device) for n, t in b.items()} for b in setup["buffer_vectors"]]
+    info, trajectory, values, missing = setup["info"], setup["trajectory"], setup["values"], setup["missing"]
     grid = (np.stack(np.meshgrid(xs, ys, indexing="ij"), -1).reshape(-1, 2) if ys is not None else xs[:, None])
     npoints = grid.shape[0]
-    nchunks = math.ceil(npoints / chunk)
     shape = (len(xs),) if ys is None else (len(xs), len(ys))
-    metrics = [f"{s}_{m}" for s in data for m in (("loss", "acc") if loaded.loss == "cross_entropy" else ("loss",))]
-    values = {m: np.full(npoints, np.nan) for m in metrics}
-    done = np.zeros(npoints, dtype=bool)
-    parts = sorted(partial.glob("part-*.h5"))
-    for f in parts:
-        try:
-            with h5py.File(f, "r") as fh:
-                idx = fh["indices"][()]
-                for m in metrics:
-                    values[m][idx] = fh[m][()]
-                done[idx] = True
-        except (OSError, KeyError):
-            continue
-    missing = [c for c in range(nchunks) if not done[c * chunk:(c + 1) * chunk].all()]
     resumed = npoints - sum(min(chunk, npoints - c * chunk) for c in missing)
     evaluator = make_evaluator(vectors, buffer_vectors)
     batches = {s: split_batches(x, y, batch) for s, (x, y) in data.items()}
     train_batches = split_batches(ds.x_train, ds.y_train, batch) if spec.bn == "recompute" else None
     coords_all = torch.as_tensor(grid, dtype=dtype, device=device)
     done_new, pending, last_save = 0, [], time.monotonic()
-    serial = len(parts)
+    serial = setup["serial"]
 
     def store() -> None:
         nonlocal serial, last_save
@@ -454,19 +409,35 @@ def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path |
         pending.clear()
         last_save = time.monotonic()
 
-    for c in missing:
+    def evaluate_chunk(c: int) -> dict[str, np.ndarray]:
         coords = coords_all[c * chunk:(c + 1) * chunk]
+        out = {}
         for tag, (split, b) in enumerate(batches.items()):
             sums = evaluator.sums(coords, b, tag=tag, train_batches=train_batches)
-            values[f"{split}_loss"][c * chunk:(c + 1) * chunk] = (sums.loss / sums.samples).cpu().numpy()
+            out[f"{split}_loss"] = (sums.loss / sums.samples).cpu().numpy()
             if sums.correct is not None:
-                values[f"{split}_acc"][c * chunk:(c + 1) * chunk] = (sums.correct.double() / sums.samples).cpu().numpy()
-        pending.append(np.arange(c * chunk, min((c + 1) * chunk, npoints)))
-        done_new += coords.shape[0]
+                out[f"{split}_acc"] = (sums.correct.double() / sums.samples).cpu().numpy()
+        return out
+
+    size, me = distributed.world_size(), distributed.rank()
+    for start in range(0, len(missing), size):  # one chunk per rank per round, gathered on rank 0
+        mine = missing[start + me] if start + me < len(missing) else None
+        gathered = distributed.gather((mine, evaluate_chunk(mine) if mine is not None else None))
+        if not distributed.is_main():
+            continue
+        for c, out in gathered:
+            if c is None:
+                continue
+            for m in metrics:
+                values[m][c * chunk:(c + 1) * chunk] = out[m]
+            pending.append(np.arange(c * chunk, min((c + 1) * chunk, npoints)))
+            done_new += len(out[metrics[0]])
         if time.monotonic() - last_save >= save_every:
             store()
         if progress is not None:
             progress(resumed + done_new, npoints)
+    if not distributed.is_main():
+        return distributed.broadcast(None)
     with atomic_h5(path, SURFACE_FORMAT) as fh:
         fh.attrs["checkpoint"] = int(loaded.step)
         fh.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -493,4 +464,79 @@ def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path |
     result = load_surface(path)
     result.update(path=str(path), computed_points=done_new, resumed_points=resumed,
                   seconds=time.perf_counter() - t0)
-    return result
+    return distributed.broadcast(result)
+
+
+def _prepare(loaded, spec, options, path, partial, spec_file, plane, make_evaluator, metrics, layout, device, dtype,
+             points_per_chunk, batch_size, memory_bytes) -> dict[str, Any]:
+    """Rank 0's part of :func:`compute_surface` before the evaluation: the finished result, or the
+    directions, grid, chunking and the values already stored (creating the partial folder if new)."""
+    if path.exists() and not partial.exists():
+        try:
+            done = load_surface(path)
+        except LandscapeError:
+            done = None
+        if done is not None and done["options"] == json.loads(json.dumps(options)):
+            done.update(path=str(path), computed_points=0, resumed_points=0, seconds=0.0)
+            return {"finished": done}
+    remove_stale_temporaries(partial)
+    ds = loaded.dataset
+    x_any, y_any = (ds.x_train, ds.y_train) if "train" in spec.splits else (ds.x_test, ds.y_test)
+    if spec_file.exists():
+        with _open(spec_file, "partial surface") as fh:
+            stored = json.loads(fh.attrs["options"])
+            if stored != json.loads(json.dumps(options)):
+                raise LandscapeError(f"an unfinished surface {spec.surface_name!r} with other options is in {partial}; "
+                                     "rerun with the same options to resume it, or delete that folder")
+            vectors, buffer_vectors = _read_directions(fh, layout, device, dtype)
+            xs = fh["xcoordinates"][()]
+            ys = fh["ycoordinates"][()] if "ycoordinates" in fh else None
+            chunk = int(fh.attrs["points_per_chunk"])
+            batch = int(fh.attrs["batch_size"])
+            info = json.loads(fh.attrs["info"])
+            trajectory = {k: fh[k][()] for k in ("proj_xcoord", "proj_ycoord", "proj_steps") if k in fh}
+    else:
+        plane = plane if plane is not None else build_plane(loaded, spec)
+        vectors, buffer_vectors, info, trajectory = plane.vectors, plane.buffer_vectors, plane.info, plane.trajectory
+        xs, ys = _coordinates(spec, plane)
+        npoints = len(xs) * (len(ys) if ys is not None else 1)
+        memory = memory_bytes or DEFAULT_MEMORY.get(device.type, DEFAULT_MEMORY["cpu"])
+        if points_per_chunk:
+            chunk, batch = plan_chunks(loaded.model, x_any, npoints, x_any.shape[0], layout.dim, memory, batch_size)
+            chunk = min(points_per_chunk, npoints)
+        else:
+            plans = candidate_plans(loaded.model, x_any, npoints, x_any.shape[0], layout.dim, memory, batch_size)
+            evaluator = make_evaluator(vectors, buffer_vectors)
+            chunk, batch = (plans[0] if evaluator.bn == "recompute"
+                            else fastest_plan(evaluator, plans, x_any, y_any, len(vectors)))
+        partial.mkdir(parents=True, exist_ok=True)
+        with atomic_h5(spec_file, SURFACE_FORMAT) as fh:
+            fh.attrs["options"] = json.dumps(options)
+            fh.attrs["points_per_chunk"] = chunk
+            fh.attrs["batch_size"] = batch
+            fh.attrs["info"] = json.dumps(info)
+            fh.create_dataset("xcoordinates", data=xs)
+            if ys is not None:
+                fh.create_dataset("ycoordinates", data=ys)
+            for k, v in (trajectory or {}).items():
+                fh.create_dataset(k, data=v)
+            _write_directions(fh, plane)
+    npoints = len(xs) * (len(ys) if ys is not None else 1)
+    values = {m: np.full(npoints, np.nan) for m in metrics}
+    done = np.zeros(npoints, dtype=bool)
+    parts = sorted(partial.glob("part-*.h5"))
+    for f in parts:
+        try:
+            with h5py.File(f, "r") as fh:
+                idx = fh["indices"][()]
+                for m in metrics:
+                    values[m][idx] = fh[m][()]
+                done[idx] = True
+        except (OSError, KeyError):
+            continue
+    nchunks = math.ceil(npoints / chunk)
+    missing = [c for c in range(nchunks) if not done[c * chunk:(c + 1) * chunk].all()]
+    return {"xs": xs, "ys": ys, "chunk": chunk, "batch": batch, "info": info, "trajectory": trajectory,
+            "vectors": [v.cpu() for v in vectors], "buffer_vectors": [{n: t.cpu() for n, t in b.items()}
+                                                                      for b in buffer_vectors],
+            "values": values, "missing": missing, "serial": len(parts)}

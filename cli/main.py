@@ -6,10 +6,12 @@ Every user mistake becomes one line ``Error: ...`` on stderr with a non-zero exi
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
+from landscape import distributed
 from landscape.errors import LandscapeError
 
 from .analyze import analyze
@@ -44,8 +46,22 @@ cli.add_command(info)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns (and exits with) the status code."""
+    """Run the CLI; returns (and exits with) the status code.
+
+    Under torchrun (WORLD_SIZE > 1) the process joins the group; ``analyze --slice`` splits its grid
+    points across the ranks, ``plot`` and ``info`` run on rank 0 only, and the other commands refuse
+    (one process each) until they are distributed too. Only rank 0 prints."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
+        if distributed.init_from_environment():
+            command = next((a for a in args if not a.startswith("-")), "")
+            if command in ("plot", "info") and not distributed.is_main():
+                return 0
+            if command in ("train", "study") or (command == "analyze" and "--slice" not in args):
+                raise LandscapeError(f"`landscape {command}` does not run under torchrun yet; run it as one process "
+                                     "(`analyze --slice` is distributed)")
+            if not distributed.is_main():
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
         cli.main(args=argv, prog_name="landscape", standalone_mode=False)
         code = 0
     except click.exceptions.Exit as exc:

@@ -390,3 +390,33 @@ def test_unfinished_surface_with_other_options_is_refused(mlp_run, capsys):
     assert main(["analyze", str(mlp_run), "--slice", "1d", "--grid", "11", "--name", "clash"]) != 0
     assert "with other options" in capsys.readouterr().err
     assert compute_surface(loaded, spec)["resumed_points"] == 2
+
+
+def test_two_process_surface_equals_one_process_and_resumes_across_world_sizes(mlp_run, capsys):
+    """torchrun with 2 gloo processes: the grid is split across ranks, rank 0 writes; a surface started
+    by one process and killed is finished by two."""
+    loaded = load_checkpoint_model(mlp_run)
+    spec = SurfaceSpec(dims=2, directions="filter", xrange=(-1, 1), xnum=9, name="two-ranks")
+
+    def stop(done, total):
+        if done >= 20:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        compute_surface(loaded, spec, points_per_chunk=4, save_every=0, progress=stop)
+    args = ["analyze", str(mlp_run), "--slice", "2d", "--grid", "9", "--range=-1:1", "--chunk-points", "4",
+            "--save-every", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                          "--master-port", "29533", "-m", "landscape", *args, "--name", "two-ranks", "--json"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    two = json.loads(out.stdout)  # only rank 0 prints
+    assert two["resumed_points"] == 20 and two["computed_points"] == 61
+    assert main([*args, "--name", "one-rank", "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert two["train_loss"] == one["train_loss"] and two["test_acc"] == one["test_acc"]
+    refused = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                              "--master-port", "29534", "-m", "landscape", "train", "--out", str(mlp_run) + "-x"],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert refused.returncode != 0 and "does not run under torchrun yet" in refused.stderr
