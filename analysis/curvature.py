@@ -132,7 +132,7 @@ def curvature_analysis(loaded: LoadedCheckpoint, opts: CurvatureOptions | None =
     t0 = time.perf_counter()
     ds = loaded.dataset
     objective = Objective(loaded.model, ds.x_train, ds.y_train, loaded.loss, batch_size=opts.batch_size,
-                          dtype=PRECISIONS[opts.precision], device=loaded.device)
+                          dtype=PRECISIONS[opts.precision], device=loaded.device, shard=True)
     op = make_operator(objective, opts)
     result: dict[str, Any] = {"curvature": opts.curvature, "parameters": objective.dim, "samples": ds.num_train,
                               "loss": objective.value()}

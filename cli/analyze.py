@@ -7,6 +7,7 @@ import click
 from landscape.analysis import evaluate_checkpoint, load_checkpoint_model, resolve_steps
 from landscape.analysis.curvature import CurvatureOptions, curvature_analysis, json_view
 from landscape.analysis.pyhessian_backend import pyhessian_analysis
+from landscape import distributed
 from landscape.errors import LandscapeError
 from landscape.runs import Run, save_result, update_result
 
@@ -241,7 +242,8 @@ def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace,
             update_result(run, step, "pyhessian", result, **options)
         elif opts.wants_curvature():
             result = curvature_analysis(loaded, opts)
-            update_result(run, step, curvature, result, **options, precision=precision)
+            if distributed.is_main():
+                update_result(run, step, curvature, result, **options, precision=precision)
         else:
             result = {"evaluation": evaluate_checkpoint(loaded)}
             save_result(run, step, "evaluation", result["evaluation"], **options)

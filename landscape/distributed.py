@@ -64,3 +64,10 @@ def gather(obj: Any, dst: int = 0) -> list[Any] | None:
     out = [None] * world_size() if rank() == dst else None
     dist.gather_object(obj, out, dst=dst)
     return out
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """In-place sum over the ranks (no-op for one process)."""
+    if initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor

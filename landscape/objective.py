@@ -20,6 +20,7 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from torch.func import functional_call
 
+from . import distributed
 from .errors import LandscapeError
 from .losses import get_loss, per_sample
 from .params import ParamLayout
@@ -30,7 +31,8 @@ DEFAULT_BATCH_SIZE = 1024  # CPU sweet spot between MLPs (~2048) and convolution
 class Objective:
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy", *,
                  batch_size: int | None = None, params: Sequence[str] | None = None,
-                 dtype: torch.dtype | None = None, device: torch.device | str | None = None):
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                 shard: bool = False):
         model = copy.deepcopy(model)
         device = torch.device(device) if device is not None else next(
             (p.device for p in model.parameters()), x.device)
@@ -59,8 +61,17 @@ class Objective:
         bs = min(n, batch_size or DEFAULT_BATCH_SIZE)
         if bs <= 0:
             raise LandscapeError(f"batch size must be positive, got {batch_size}")
+        self.sharded = shard and distributed.world_size() > 1
+        if self.sharded:  # this rank's contiguous block of samples; sums are all-reduced over the ranks
+            r, size = distributed.rank(), distributed.world_size()
+            lo, hi = r * n // size, (r + 1) * n // size
+            if hi == lo:
+                raise LandscapeError(f"{n} samples cannot be shared by {size} processes")
+            x, y = x[lo:hi], y[lo:hi]
         x, y = x.to(device), y.to(device)
-        self.batches = [(x[i:i + bs], y[i:i + bs]) for i in range(0, n, bs)]
+        local = x.shape[0]
+        bs = min(bs, local)
+        self.batches = [(x[i:i + bs], y[i:i + bs]) for i in range(0, local, bs)]
         self.weights = [b[0].shape[0] / n for b in self.batches]
         self.num_samples = n
         self.device = device
@@ -73,6 +84,7 @@ class Objective:
         train/eval mode and buffers, and ``theta`` holding detached *views* of the live parameters
         (every parameter that requires grad), so in-place updates of the model show through."""
         self = cls.__new__(cls)
+        self.sharded = False
         self.model = model
         self.loss_name = loss
         self.loss_fn = get_loss(loss)
@@ -134,10 +146,19 @@ class Objective:
     def batch_per_sample(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return per_sample(self.loss_name, output, y)
 
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum of a per-rank partial sum over the ranks sharing the data (identity when not sharded)."""
+        if self.sharded:
+            distributed.all_reduce_sum(tensor)
+        return tensor
+
     @torch.no_grad()
     def value(self) -> float:
         """L(theta) over all samples."""
-        return float(sum(w * self.batch_loss(self.theta, x, y) for (x, y), w in zip(self.batches, self.weights)))
+        local = float(sum(w * self.batch_loss(self.theta, x, y) for (x, y), w in zip(self.batches, self.weights)))
+        if not self.sharded:
+            return local
+        return float(self.all_reduce(torch.tensor(local, dtype=torch.float64, device=self.device)))
 
     def gradient(self) -> torch.Tensor:
         """Flat gradient of L at the current point."""
@@ -147,4 +168,4 @@ class Objective:
             loss = self.batch_loss(leaves, x, y)
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True, materialize_grads=True)
             total += w * self.layout.flatten(list(grads))
-        return total
+        return self.all_reduce(total)

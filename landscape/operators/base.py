@@ -126,7 +126,7 @@ class CurvatureOperator(LinearOperator):
         total = torch.zeros_like(rows)
         for b, weight in enumerate(self.objective.weights):
             total += weight * fn(b, rows)
-        return total
+        return self.objective.all_reduce(total)  # data shared by several processes: sum their parts
 
     def _matmat_rows(self, rows: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
