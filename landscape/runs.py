@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 import torch
 
+from . import distributed
 from .atomic import atomic_path, remove_stale_temporaries
 from .errors import LandscapeError
 from .h5tree import read_tree, write_tree
@@ -183,6 +184,7 @@ class Run:
         self.status = status            # running (or killed), finished, diverged
         self.total_steps = total_steps  # planned length of training
         self.message = message          # e.g. the divergence error
+        self.writable = distributed.is_main()  # under torchrun only rank 0 writes the run folder
 
     # --- files -----------------------------------------------------------------------------------
     @property
@@ -236,12 +238,15 @@ class Run:
                 message = fh.attrs.get("message", "")
         except (KeyError, ValueError, OSError) as exc:
             raise LandscapeError(f"cannot read {path / RUN_FILE}: file is corrupt or incomplete ({exc})") from None
-        remove_stale_temporaries(path)
-        remove_stale_temporaries(path / CHECKPOINT_DIR)
+        if distributed.is_main():
+            remove_stale_temporaries(path)
+            remove_stale_temporaries(path / CHECKPOINT_DIR)
         return cls(path, config, metrics, created, status, total_steps, message)
 
     def write(self) -> None:
-        """Rewrite ``run.h5`` atomically with the current config and metrics."""
+        """Rewrite ``run.h5`` atomically with the current config and metrics (rank 0 only)."""
+        if not self.writable:
+            return
         with atomic_h5(self.run_file, RUN_FORMAT) as fh:
             fh.attrs["created"] = self.created
             fh.attrs["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -315,7 +320,8 @@ class Run:
 
     def save_checkpoint(self, ckpt: Checkpoint) -> Path:
         path = self.checkpoint_path(ckpt.step)
-        write_checkpoint(path, ckpt)
+        if self.writable:
+            write_checkpoint(path, ckpt)
         return path
 
     def load_checkpoint(self, ref: str | int = "last", *, weights_only: bool = False) -> Checkpoint:
@@ -323,6 +329,8 @@ class Run:
 
     def delete_checkpoints_after(self, step: int) -> None:
         """Remove checkpoints later than ``step`` (a resumed run rewrites them identically)."""
+        if not self.writable:
+            return
         for s in self.checkpoint_steps():
             if s > step:
                 self.checkpoint_path(s).unlink()

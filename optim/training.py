@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 
 from landscape.data import Dataset, dataset_from_config, model_from_config
+from landscape import distributed
 from landscape.devices import resolve_device
 from landscape.errors import LandscapeError, TrainingDiverged
 from landscape.losses import evaluate, get_loss
@@ -203,6 +204,7 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
         config = config_mod.resume_config(run.config, config)
     elif Run.exists(out):
         raise LandscapeError(f"run {out} already exists; use --resume to continue it or choose another --out")
+    distributed.barrier()  # every rank has checked the folder before rank 0 creates anything
     exp = build_experiment(config)
     cfg, training = exp.config, exp.config["training"]
     console = _Console(progress, log)
@@ -224,7 +226,7 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
         run.config, run.total_steps, run.status, run.message = cfg, total, "running", ""
         start, elapsed = _restore(run, exp)
     else:
-        run = Run.create(out, cfg)
+        run = Run.create(out, cfg) if distributed.is_main() else Run(out, cfg)
         run.total_steps = total
         start, elapsed = 0, 0.0
         row = _measure(exp, 0, base_lr * lr_factor(0, total, **_schedule_args(training)), 0.0)
@@ -243,6 +245,7 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
     x, y, n = exp.dataset.x_train, exp.dataset.y_train, exp.dataset.num_train
     batch_size, seed = training["batch_size"], training["seed"]
     model, optimizer = exp.model, exp.optimizer
+    ddp = _data_parallel(model, entry, training, cfg["optimizer"])
     model.train()
     schedule = _schedule_args(training)
     every = training["eval_every"]
@@ -261,7 +264,8 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            closure = make_closure(model, optimizer, loss_fn, xb, yb, penalty)
+            closure = (make_closure(model, optimizer, loss_fn, xb, yb, penalty) if ddp is None
+                       else make_ddp_closure(ddp, optimizer, loss_fn, xb, yb, penalty))
             loss = optimizer.step(closure)
             loss_value = float(loss.detach()) if loss is not None else math.nan
             if not math.isfinite(loss_value):
@@ -308,6 +312,49 @@ def make_closure(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_
         return loss
 
     closure.batch_size = int(xb.shape[0])
+    closure.batch = (xb, yb)
+    return closure
+
+
+def _data_parallel(model: torch.nn.Module, entry, training: Mapping[str, Any],
+                   optimizer: Mapping[str, Any]) -> torch.nn.Module | None:
+    """DistributedDataParallel under torchrun (None for one process). Each rank takes its share of every
+    global mini-batch, so a run on W processes follows the one-process run at equal global batch."""
+    size = distributed.world_size()
+    if size <= 1:
+        return None
+    if entry.needs_model:
+        raise LandscapeError(f"optimizer {optimizer['name']!r} evaluates the model itself and does not run under "
+                             "torchrun; use a first-order or closure-based optimizer, or one process")
+    if training["batch_size"] < size:
+        raise LandscapeError(f"--batch-size {training['batch_size']} is smaller than the {size} processes")
+    if optimizer.get("m"):
+        raise LandscapeError("SAM's m-sharpness (m) does not run under torchrun")
+    return torch.nn.parallel.DistributedDataParallel(model)
+
+
+def make_ddp_closure(ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, xb: torch.Tensor,
+                     yb: torch.Tensor, penalty: float = 0.0) -> Callable[..., torch.Tensor]:
+    """The closure of :func:`make_closure` for DistributedDataParallel: rank r evaluates its block of the
+    global batch (x, y), weighted by W n_r / n so that DDP's gradient average is the gradient of the global
+    mean loss; the value returned is the global mean loss (all-reduced), the same on every rank."""
+    size, rank = distributed.world_size(), distributed.rank()
+    n = xb.shape[0]
+    x, y = xb.tensor_split(size)[rank], yb.tensor_split(size)[rank]
+    factor = size * x.shape[0] / n
+
+    def closure(part: tuple[int, int] | None = None) -> torch.Tensor:
+        if part is not None:
+            raise LandscapeError("SAM's m-sharpness does not run under torchrun")
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(ddp(x), y)
+        total = loss * factor
+        extra = l2_penalty(ddp.module, penalty) if penalty else None
+        (total + extra if extra is not None else total).backward()
+        value = distributed.all_reduce_sum(loss.detach() * (x.shape[0] / n))
+        return value + extra.detach() if extra is not None else value
+
+    closure.batch_size = int(n)
     closure.batch = (xb, yb)
     return closure
 

@@ -29,3 +29,37 @@ def test_two_process_curvature_matches_one_process(tmp_path, capsys):
     assert two["eigenvalues"] == pytest.approx(one["eigenvalues"], rel=1e-5)
     assert two["trace"]["estimate"] == pytest.approx(one["trace"]["estimate"], rel=1e-5)
     assert two["trace"]["probes"] == one["trace"]["probes"]
+
+
+def _torchrun(args, port):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                           "--master-port", str(port), "-m", "landscape", *args],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+
+
+def test_two_process_training_follows_one_process_and_resumes_with_one(tmp_path, capsys):
+    """DistributedDataParallel at equal global batch: the same metrics (to float rounding); a run started
+    with two processes continues with one."""
+    base = ["train", "--samples", "300", "--set", "model.widths=[12]", "--batch-size", "50", "--optimizer",
+            "momentum", "--lr", "0.05", "--device", "cpu", "-q"]
+    out = _torchrun([*base, "--epochs", "3", "--out", str(tmp_path / "two"), "--json"], 29545)
+    assert out.returncode == 0, out.stderr[-2000:]
+    two = json.loads(out.stdout)
+    assert main([*base, "--epochs", "6", "--out", str(tmp_path / "one"), "--json"]) == 0
+    one = run_metrics(tmp_path / "one")
+    capsys.readouterr()
+    step3 = one["step"].index(two["step"])
+    for key in ("train_loss", "test_loss", "train_acc", "test_acc"):
+        assert two[key] == pytest.approx(one[key][step3], rel=1e-5)
+    assert main([*base, "--epochs", "6", "--out", str(tmp_path / "two"), "--resume", "--json"]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["train_loss"] == pytest.approx(one["train_loss"][-1], rel=1e-4)
+    refused = _torchrun(["train", "--optimizer", "curveball", "--samples", "100", "--epochs", "1", "--out",
+                         str(tmp_path / "cb")], 29546)
+    assert refused.returncode != 0 and "does not run under torchrun" in refused.stderr
+
+
+def run_metrics(path):
+    from landscape.runs import Run
+
+    return Run.open(path).metrics
