@@ -33,8 +33,10 @@ def init_from_environment() -> bool:
     """Join the process group torchrun describes (WORLD_SIZE > 1 in the environment); True if joined.
 
     CUDA machines use NCCL with one device per local rank; otherwise gloo."""
-    if initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+    if initialized() or not dist.is_available():
         return initialized()
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or "MASTER_ADDR" not in os.environ:
+        return False  # one process (a WORLD_SIZE without torchrun's rendezvous variables is not a group)
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl")
