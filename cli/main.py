@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             if command in ("plot", "info") and not distributed.is_main():
                 return 0
             curvature = any(a in args for a in ("--top-k", "--bottom-k", "--trace", "--frobenius", "--diag",
-                                                    "--density"))
+                                                    "--density", "--sharpness"))
             if command == "study" or (command == "analyze" and "--slice" not in args and not curvature) \
-                    or (command == "analyze" and any(a in args for a in ("--connect", "--sharpness", "--backend"))):
+                    or (command == "analyze" and any(a in args for a in ("--connect", "--backend"))):
                 raise LandscapeError(f"`landscape {command}` with these options does not run under torchrun yet; run it "
                                      "as one process (distributed: train, `analyze --slice` and the curvature analyses)")
             if not distributed.is_main():

@@ -6,6 +6,7 @@ import time
 
 import click
 
+from landscape import distributed
 from landscape.analysis import evaluate_checkpoint, load_checkpoint_model, resolve_steps
 from landscape.analysis.sharpness import MEASURES, measure_all
 from landscape.errors import LandscapeError
@@ -19,7 +20,7 @@ def sharpness_of(loaded, names: list[str], seed: int, eps: float, rho: float, m:
                  batch_size: int | None) -> dict:
     """Measures of a loaded checkpoint on its (possibly subset) training set, with its evaluation."""
     ds = loaded.dataset
-    obj = Objective(loaded.model, ds.x_train, ds.y_train, loaded.loss, batch_size=batch_size)
+    obj = Objective(loaded.model, ds.x_train, ds.y_train, loaded.loss, batch_size=batch_size, shard=True)
     t0 = time.perf_counter()
     values, details = measure_all(obj, names, eps=eps, rho=rho, seed=seed, m=m)
     return {"measures": values, "details": details, "evaluation": evaluate_checkpoint(loaded),
@@ -39,7 +40,8 @@ def run_sharpness(run_dir: str, checkpoint: str, names: list[str], device: str, 
     for step in resolve_steps(run, checkpoint):
         loaded = load_checkpoint_model(run, step, device=device, samples=samples, seed=seed)
         result = sharpness_of(loaded, names, seed, eps, rho, m, batch_size)
-        update_result(run, step, "sharpness", result, samples=samples, seed=seed, eps=eps, rho=rho, m=m)
+        if distributed.is_main():
+            update_result(run, step, "sharpness", result, samples=samples, seed=seed, eps=eps, rho=rho, m=m)
         outputs.append({"checkpoint": step, **result})
         if not as_json:
             ev = result["evaluation"]

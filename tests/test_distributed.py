@@ -63,3 +63,17 @@ def run_metrics(path):
     from landscape.runs import Run
 
     return Run.open(path).metrics
+
+
+def test_two_process_sharpness_matches_one_process(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *SMALL, "--out", str(run)]) == 0
+    args = ["analyze", str(run), "--sharpness", "keskar,sam,adaptive-worst,lambda-max,pac-bayes,fisher-rao", "--json"]
+    out = _torchrun(args, 29547)
+    assert out.returncode == 0, out.stderr[-2000:]
+    two = json.loads(out.stdout)["measures"]
+    capsys.readouterr()
+    assert main(args) == 0
+    one = json.loads(capsys.readouterr().out)["measures"]
+    for name, value in one.items():  # differences of two float32 losses: ~1e-7 absolute
+        assert two[name] == pytest.approx(value, rel=1e-4, abs=1e-7), name
