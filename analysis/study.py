@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 import h5py
 import numpy as np
 
+from landscape import distributed
 from landscape.errors import LandscapeError, TrainingDiverged
 from landscape.optim import train
 from landscape.optim.config import SECTIONS, merge, parse_value
@@ -256,6 +257,9 @@ def run_study(base: Mapping[str, Any], vary: Mapping[str, list[Any]], out: str |
     index, count = shard
     if not (count >= 1 and 0 <= index < count):
         raise LandscapeError(f"--shard must be i/n with 0 <= i < n, got {index}/{count}")
+    # under torchrun the ranks share this shard's combinations: rank r of W takes every W-th of them
+    rank, size = distributed.rank(), distributed.world_size()
+    index, count = index + count * rank, count * size
     combos = combinations(vary)
     if not combos:
         raise LandscapeError("a study needs at least one --vary key=v1,v2,...")
@@ -277,9 +281,10 @@ def run_study(base: Mapping[str, Any], vary: Mapping[str, list[Any]], out: str |
             say(f"[{i + 1}/{len(combos)}] {name}: training")
             resume = False
         try:
-            train({} if resume else cfg, run_dir, resume=resume, progress=progress)
+            train({} if resume else cfg, run_dir, resume=resume, progress=progress, local=True)
         except TrainingDiverged as exc:
             say(f"[{i + 1}/{len(combos)}] {name}: {exc}")
+    distributed.barrier()  # every rank's runs are finished before the table is read
     rows = study_table(out, vary)
     names = tuple(measures.names) if measures else ()
     correlations = interpolation = None
@@ -291,8 +296,16 @@ def run_study(base: Mapping[str, Any], vary: Mapping[str, list[Any]], out: str |
             if mine:
                 say(f"[{i + 1}/{len(combos)}] {row['run']}: measures")
             row.update(run_measures(out / "runs" / row["run"], measures, compute=mine))
+        distributed.barrier()  # every rank has stored its runs' measures
+        rows = study_table(out, vary)
+        for row in rows:
+            if row["status"] == "finished":
+                row.update(run_measures(out / "runs" / row["run"], measures, compute=False))
         correlations = kendall_correlations(rows, list(names), list(vary))
         if all(r["status"] == "finished" for r in rows):
-            interpolation = batch_interpolation(out, vary, rows)
-    path = write_study(out, dict(base), dict(vary), rows, names, correlations, interpolation)
+            interpolation = batch_interpolation(out, vary, rows)  # every rank takes part (grid split)
+    path = out / "study.h5"
+    if distributed.is_main():
+        path = write_study(out, dict(base), dict(vary), rows, names, correlations, interpolation)
+    distributed.barrier()
     return StudyResult(path, rows, correlations, interpolation)

@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and exits with) the status code.
 
     Under torchrun (WORLD_SIZE > 1) the process joins the group; ``train`` runs DistributedDataParallel
-    (each rank a block of every global batch); ``analyze --slice`` splits its grid
+    (each rank a block of every global batch); ``study`` gives each rank its own runs; ``analyze --slice``
+    splits its grid
     points across the ranks, the curvature analyses (``--top-k``, ``--trace``, ...) split the data and
     all-reduce every product, ``plot`` and ``info`` run on rank 0 only, and the other commands refuse
     (one process each) until they are distributed too. Only rank 0 prints and writes."""
@@ -61,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             curvature = any(a in args for a in ("--top-k", "--bottom-k", "--trace", "--frobenius", "--diag",
                                                     "--density", "--sharpness"))
-            if command == "study" or (command == "analyze" and "--slice" not in args and not curvature) \
+            if (command == "analyze" and "--slice" not in args and not curvature) \
                     or (command == "analyze" and any(a in args for a in ("--connect", "--backend"))):
                 raise LandscapeError(f"`landscape {command}` with these options does not run under torchrun yet; run it "
-                                     "as one process (distributed: train, `analyze --slice` and the curvature analyses)")
+                                     "as one process (distributed: train, study, `analyze --slice`, the curvature and sharpness analyses)")
             if not distributed.is_main():
                 sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
         cli.main(args=argv, prog_name="landscape", standalone_mode=False)

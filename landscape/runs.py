@@ -208,14 +208,17 @@ class Run:
         return (Path(path) / RUN_FILE).exists()
 
     @classmethod
-    def create(cls, path: str | Path, config: dict[str, Any]) -> "Run":
-        """Start a new run folder; refuses to touch an existing run."""
+    def create(cls, path: str | Path, config: dict[str, Any], writable: bool | None = None) -> "Run":
+        """Start a new run folder; refuses to touch an existing run. ``writable`` overrides the
+        rank-0-only default under torchrun."""
         path = Path(path)
         if cls.exists(path):
             raise LandscapeError(f"run {path} already exists; use --resume to continue it or choose another --out")
         if path.exists() and not path.is_dir():
             raise LandscapeError(f"--out {path} exists and is not a folder")
         run = cls(path, config)
+        if writable is not None:
+            run.writable = writable
         run.write()
         return run
 

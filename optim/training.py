@@ -188,23 +188,27 @@ def _measure(exp: Experiment, step: int, lr: float, seconds: float) -> dict[str,
 
 
 def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, progress: bool = False,
-          log: Callable[[str], None] | None = None) -> TrainResult:
+          log: Callable[[str], None] | None = None, local: bool = False) -> TrainResult:
     """Train the model ``config`` describes into the run folder ``out``.
 
     With ``resume=True`` the stored configuration is continued from the last checkpoint (``config``
     may only extend ``training.epochs``/``training.steps`` or change ``training.device``). Nothing
     is written until the configuration, data, model and optimizer have all been validated.
     Raises :class:`TrainingDiverged` when the loss becomes non-finite; the last good checkpoint stays.
+    Under torchrun the ranks train together (DDP) unless ``local``: then this process trains and
+    writes the run on its own (a study gives each rank its own runs).
     """
     out = Path(out)
     if resume:
         if not Run.exists(out):
             raise LandscapeError(f"cannot resume: {out} is not a run folder (no {out / 'run.h5'})")
         run = Run.open(out)
+        run.writable = run.writable or local
         config = config_mod.resume_config(run.config, config)
     elif Run.exists(out):
         raise LandscapeError(f"run {out} already exists; use --resume to continue it or choose another --out")
-    distributed.barrier()  # every rank has checked the folder before rank 0 creates anything
+    if not local:
+        distributed.barrier()  # every rank has checked the folder before rank 0 creates anything
     exp = build_experiment(config)
     cfg, training = exp.config, exp.config["training"]
     console = _Console(progress, log)
@@ -226,7 +230,10 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
         run.config, run.total_steps, run.status, run.message = cfg, total, "running", ""
         start, elapsed = _restore(run, exp)
     else:
-        run = Run.create(out, cfg) if distributed.is_main() else Run(out, cfg)
+        if distributed.is_main() or local:
+            run = Run.create(out, cfg, writable=True)
+        else:
+            run = Run(out, cfg)
         run.total_steps = total
         start, elapsed = 0, 0.0
         row = _measure(exp, 0, base_lr * lr_factor(0, total, **_schedule_args(training)), 0.0)
@@ -245,7 +252,7 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
     x, y, n = exp.dataset.x_train, exp.dataset.y_train, exp.dataset.num_train
     batch_size, seed = training["batch_size"], training["seed"]
     model, optimizer = exp.model, exp.optimizer
-    ddp = _data_parallel(model, entry, training, cfg["optimizer"])
+    ddp = None if local else _data_parallel(model, entry, training, cfg["optimizer"])
     model.train()
     schedule = _schedule_args(training)
     every = training["eval_every"]

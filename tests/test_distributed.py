@@ -77,3 +77,19 @@ def test_two_process_sharpness_matches_one_process(tmp_path, capsys):
     one = json.loads(capsys.readouterr().out)["measures"]
     for name, value in one.items():  # differences of two float32 losses: ~1e-7 absolute
         assert two[name] == pytest.approx(value, rel=1e-4, abs=1e-7), name
+
+
+def test_two_process_study_splits_the_runs(tmp_path, capsys):
+    argv = ["study", "--vary", "batch-size=20,150", "--vary", "lr=0.05,0.2", "--samples", "300", "--epochs", "2",
+            "--optimizer", "sgd", "--set", "model.widths=[8]", "--device", "cpu", "--measures", "sam",
+            "--measure-samples", "100", "-q", "--json"]
+    out = _torchrun([*argv, "--out", str(tmp_path / "two")], 29548)
+    assert out.returncode == 0, out.stderr[-2000:]
+    two = json.loads(out.stdout)
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert [r["run"] for r in two["rows"]] == [r["run"] for r in one["rows"]]
+    for a, b in zip(two["rows"], one["rows"]):
+        assert a["status"] == "finished" and a["train_loss"] == b["train_loss"] and a["sam"] == b["sam"]
+    assert two["interpolation"] and two["correlations"]["sam"] == one["correlations"]["sam"]
