@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         if distributed.init_from_environment():
             command = next((a for a in args if not a.startswith("-")), "")
             if command in ("plot", "info") and not distributed.is_main():
+                distributed.shutdown()  # rank 0 draws; meet it at its shutdown barrier
                 return 0
             curvature = any(a in args for a in ("--top-k", "--bottom-k", "--trace", "--frobenius", "--diag",
                                                     "--density", "--sharpness"))
@@ -87,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         click.echo("Error: out of memory; use a smaller --batch-size or --samples", err=True)
         code = 1
+    if distributed.initialized():
+        try:
+            distributed.shutdown()
+        except RuntimeError:  # another rank failed; torchrun reports it
+            code = code or 1
     if argv is None:
         sys.exit(code)
     return code

@@ -73,3 +73,10 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def shutdown() -> None:
+    """Wait for every rank, then leave the group (a rank exiting while others still talk can abort gloo)."""
+    if initialized():
+        dist.barrier()
+        dist.destroy_process_group()
