@@ -124,7 +124,8 @@ class GridEvaluator:
 
     def __init__(self, model: nn.Module, loss: str, center: dict[str, torch.Tensor],
                  directions: list[dict[str, torch.Tensor]], buffer_directions: list[dict[str, torch.Tensor]] | None = None,
-                 bn: str = "eval", affine_first_layer: bool = True, sample_input: torch.Tensor | None = None):
+                 bn: str = "eval", affine_first_layer: bool = True, sample_input: torch.Tensor | None = None,
+                 bf16: bool = False):
         if bn not in ("eval", "recompute"):
             raise LandscapeError(f"BatchNorm mode must be 'eval' or 'recompute', got {bn!r}")
         self.model = copy.deepcopy(model).eval()
@@ -136,6 +137,7 @@ class GridEvaluator:
         if buffer_directions and any(buffer_directions):
             self.buffer_directions = [{n: bd[n].to(self.buffers[n]) for n in bd} for bd in buffer_directions]
         self.bn = bn if _has_batchnorm(self.model) else "eval"
+        self.bf16 = bf16  # forward passes under bfloat16 autocast; losses summed in float64
         self.first: str | None = None
         if affine_first_layer and sample_input is not None:
             self.first = _first_affine_layer(self.model, sample_input)
@@ -182,6 +184,13 @@ class GridEvaluator:
     def _outputs(self, coords: torch.Tensor, params: dict, buffers: dict | None, x: torch.Tensor,
                  key: tuple) -> torch.Tensor:
         """Model outputs (K, B, ...) at the K points (stacked ``params``/``buffers``) for the data batch x."""
+        if self.bf16:
+            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+                return self._forward(coords, params, buffers, x, key).float()
+        return self._forward(coords, params, buffers, x, key)
+
+    def _forward(self, coords: torch.Tensor, params: dict, buffers: dict | None, x: torch.Tensor,
+                 key: tuple) -> torch.Tensor:
         single = coords.shape[0] == 1  # one point: a plain forward pass (vmap only adds overhead)
 
         def batched(f, *args):

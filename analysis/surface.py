@@ -82,6 +82,7 @@ class SurfaceSpec:
     splits: tuple[str, ...] = SPLITS
     eigen_samples: int = 1000
     name: str | None = None
+    bf16: bool = False                   # forward passes under bfloat16 autocast (GPUs; checked, see info)
 
     def validate(self) -> None:
         if self.dims not in (1, 2):
@@ -365,10 +366,10 @@ def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path |
     spec_file = partial / "spec.h5"
     metrics = [f"{s}_{m}" for s in data for m in (("loss", "acc") if loaded.loss == "cross_entropy" else ("loss",))]
 
-    def make_evaluator(vectors: list[torch.Tensor], buffer_vectors: list[dict]) -> GridEvaluator:
+    def make_evaluator(vectors: list[torch.Tensor], buffer_vectors: list[dict], bf16: bool = spec.bf16) -> GridEvaluator:
         return GridEvaluator(model, loaded.loss, layout.unflatten(center), [layout.unflatten(v) for v in vectors],
                              buffer_vectors, bn=spec.bn, affine_first_layer=affine_first_layer,
-                             sample_input=next(iter(data.values()))[0][:2])
+                             sample_input=next(iter(data.values()))[0][:2], bf16=bf16)
 
     # rank 0 reads and writes the files and decides; the other ranks get its decisions (torch.distributed)
     setup = None
@@ -467,6 +468,18 @@ def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path |
     return distributed.broadcast(result)
 
 
+def _bf16_error(make_evaluator, vectors, buffer_vectors, xs, ys, x, y, batch, device, dtype) -> float:
+    """The accuracy check of ``bf16``: the largest relative difference of the loss between bfloat16
+    autocast and full precision at the grid's corners and centre."""
+    corners = [(xs[0], ys[0] if ys is not None else None), (xs[-1], ys[-1] if ys is not None else None),
+               (xs[len(xs) // 2], ys[len(ys) // 2] if ys is not None else None)]
+    coords = torch.tensor([[a] if b is None else [a, b] for a, b in corners], dtype=dtype, device=device)
+    batches = split_batches(x, y, batch)
+    low = make_evaluator(vectors, buffer_vectors, True).sums(coords, batches)
+    full = make_evaluator(vectors, buffer_vectors, False).sums(coords, batches)
+    return float(((low.loss - full.loss).abs() / full.loss.abs().clamp_min(1e-12)).max())
+
+
 def _prepare(loaded, spec, options, path, partial, spec_file, plane, make_evaluator, metrics, layout, device, dtype,
              points_per_chunk, batch_size, memory_bytes) -> dict[str, Any]:
     """Rank 0's part of :func:`compute_surface` before the evaluation: the finished result, or the
@@ -509,6 +522,9 @@ def _prepare(loaded, spec, options, path, partial, spec_file, plane, make_evalua
             evaluator = make_evaluator(vectors, buffer_vectors)
             chunk, batch = (plans[0] if evaluator.bn == "recompute"
                             else fastest_plan(evaluator, plans, x_any, y_any, len(vectors)))
+        if spec.bf16:
+            info["bf16_max_relative_error"] = _bf16_error(make_evaluator, vectors, buffer_vectors, xs, ys,
+                                                          x_any, y_any, batch, device, dtype)
         partial.mkdir(parents=True, exist_ok=True)
         with atomic_h5(spec_file, SURFACE_FORMAT) as fh:
             fh.attrs["options"] = json.dumps(options)

@@ -135,6 +135,8 @@ Examples:
 @click.option("--metrics", default="train,test", show_default=True, help="Data sets to evaluate: train,test.")
 @click.option("--name", default=None, help="Result name [default: surface-<1d|2d>-<directions>].")
 @click.option("--chunk-points", type=int, default=None, help="Grid points per batched evaluation [default: by memory].")
+@click.option("--bf16", is_flag=True, help="Surface forward passes under bfloat16 autocast (for GPUs); the "
+              "largest loss error against full precision at three grid points is stored as bf16_max_relative_error.")
 @click.option("--save-every", type=float, default=10.0, show_default=True,
               help="Store finished surface points at most every SECONDS (a kill loses at most that much work).")
 @click.option("--sharpness", "sharpness_names", default=None, metavar="NAME,...",
@@ -166,7 +168,7 @@ Examples:
 def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace, frobenius, diag, density,
             per_layer, samples, batch_size, seed, precision, product_method, tol, trace_rtol, density_runs,
             density_steps, backend, slice_dims, directions, norm, keep_biasbn, grid, xrange, y_range, y_grid,
-            between, bn, metrics, name, chunk_points, save_every, sharpness_names, sharpness_eps, sharpness_rho, sharpness_m, connect_to, curve, align, points, curve_epochs,
+            between, bn, metrics, name, chunk_points, bf16, save_every, sharpness_names, sharpness_eps, sharpness_rho, sharpness_m, connect_to, curve, align, points, curve_epochs,
             curve_optimizer, curve_lr, curve_batch_size, ensemble_points, plane_grid, neb_cycles, neb_steps, neb_lr,
             device, as_json):
     """Analyse checkpoints of a run; results are saved under RUN/analysis/<checkpoint>/.
@@ -194,7 +196,8 @@ def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace,
         spec = SurfaceSpec(dims=int(slice_dims[0]), directions=directions, norm=norm, ignore_biasbn=not keep_biasbn,
                            xrange=parse_range(xrange) if xrange else None, xnum=grid,
                            yrange=parse_range(y_range) if y_range else None, ynum=y_grid, between=between, bn=bn,
-                           seed=seed, splits=tuple(s.strip() for s in metrics.split(",") if s.strip()), name=name)
+                           seed=seed, splits=tuple(s.strip() for s in metrics.split(",") if s.strip()), name=name,
+                           bf16=bf16)
         spec.validate()
         if chunk_points is not None and chunk_points <= 0:
             raise LandscapeError(f"--chunk-points must be positive, got {chunk_points}")

@@ -420,3 +420,15 @@ def test_two_process_surface_equals_one_process_and_resumes_across_world_sizes(m
                               "--master-port", "29534", "-m", "landscape", "analyze", str(mlp_run), "--connect", "0"],
                              capture_output=True, text=True, env=env, timeout=300)
     assert refused.returncode != 0 and "does not run under torchrun yet" in refused.stderr
+
+
+def test_bf16_surface_is_close_and_reports_its_error(mlp_run):
+    loaded = load_checkpoint_model(mlp_run)
+    full = compute_surface(loaded, SurfaceSpec(dims=2, xrange=(-1, 1), xnum=5, name="fp32"))
+    low = compute_surface(loaded, SurfaceSpec(dims=2, xrange=(-1, 1), xnum=5, name="bf16", bf16=True))
+    err = low["info"]["bf16_max_relative_error"]
+    assert 0 < err < 1e-2
+    rel = np.abs(low["train_loss"] - full["train_loss"]) / full["train_loss"]
+    assert 0 < rel.max() < 2e-2
+    corners = [rel[0, 0], rel[-1, -1], rel[2, 2]]  # the points the check measures
+    assert max(corners) == pytest.approx(err, rel=1e-3)
