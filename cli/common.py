@@ -20,7 +20,7 @@ TRAINING_FLAGS = {
     "device": ("training", "device"), "schedule": ("training", "schedule"),
     "eval_every": ("training", "eval_every"), "checkpoint_every": ("training", "checkpoint_every"),
     "track_curvature_every": ("training", "track_curvature_every"), "track_trace": ("training", "track_trace"),
-    "track_samples": ("training", "track_samples"),
+    "track_samples": ("training", "track_samples"), "bf16": ("training", "bf16"),
 }
 
 
@@ -50,6 +50,8 @@ def training_options(fn: Callable) -> Callable:
         click.option("--track-trace", is_flag=True, default=None, help="With --track-curvature-every: also the trace."),
         click.option("--track-samples", type=int,
                      help="Training samples of the tracked Hessian (a fixed seeded subset) [default: 2048]."),
+        click.option("--bf16", is_flag=True, default=None,
+                     help="Training forward passes under bfloat16 autocast (for GPUs; evaluation stays float32)."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False),
                      help="TOML file with [data], [model], [optimizer], [training] tables."),
         click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",

@@ -47,6 +47,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "track_curvature_every": None,  # steps: record lambda_max of the training-loss Hessian
     "track_trace": False,           # also its trace (Hutchinson / GGN control variate)
     "track_samples": 2048,          # fixed seeded subset of the training set for the tracked Hessian
+    "bf16": False,                  # forward passes of training steps under bfloat16 autocast (GPUs)
 }
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -146,6 +147,8 @@ def normalize(config: Mapping[str, Any]) -> dict[str, Any]:
     training["checkpoint_every"] = _positive_int(training["checkpoint_every"], "--checkpoint-every")
     training["track_curvature_every"] = _positive_int(training["track_curvature_every"], "--track-curvature-every")
     training["track_samples"] = _positive_int(training["track_samples"], "--track-samples", allow_none=False)
+    if not isinstance(training["bf16"], bool):
+        raise LandscapeError(f"bf16 must be true or false, got {training['bf16']!r}")
     if not isinstance(training["track_trace"], bool):
         raise LandscapeError(f"track_trace must be true or false, got {training['track_trace']!r}")
     seed = training["seed"]

@@ -253,6 +253,9 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
     batch_size, seed = training["batch_size"], training["seed"]
     model, optimizer = exp.model, exp.optimizer
     ddp = None if local else _data_parallel(model, entry, training, cfg["optimizer"])
+    if training["bf16"] and entry.needs_model:
+        raise LandscapeError(f"--bf16 applies to closure-driven optimizers; {cfg['optimizer']['name']!r} evaluates "
+                             "the model itself")
     model.train()
     schedule = _schedule_args(training)
     every = training["eval_every"]
@@ -271,8 +274,8 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            closure = (make_closure(model, optimizer, loss_fn, xb, yb, penalty) if ddp is None
-                       else make_ddp_closure(ddp, optimizer, loss_fn, xb, yb, penalty))
+            closure = (make_closure(model, optimizer, loss_fn, xb, yb, penalty, training["bf16"]) if ddp is None
+                       else make_ddp_closure(ddp, optimizer, loss_fn, xb, yb, penalty, training["bf16"]))
             loss = optimizer.step(closure)
             loss_value = float(loss.detach()) if loss is not None else math.nan
             if not math.isfinite(loss_value):
@@ -302,8 +305,16 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
     return TrainResult(run, run.last_metrics(), steps_run, seconds)
 
 
+def _forward(model: torch.nn.Module, x: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """model(x), under bfloat16 autocast with ``bf16`` (the loss is then computed in float32)."""
+    if not bf16:
+        return model(x)
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+        return model(x).float()
+
+
 def make_closure(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, xb: torch.Tensor,
-                 yb: torch.Tensor, penalty: float = 0.0) -> Callable[..., torch.Tensor]:
+                 yb: torch.Tensor, penalty: float = 0.0, bf16: bool = False) -> Callable[..., torch.Tensor]:
     """``closure(part=None)``: zero the gradients, evaluate the mini-batch loss (plus the L2 penalty
     for optimizers without native weight decay) and back-propagate. ``part=(i, k)`` evaluates only
     chunk i of ``torch.tensor_split(batch, k)`` (SAM's m-sharpness); ``closure.batch_size`` is B and
@@ -312,7 +323,7 @@ def make_closure(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_
     def closure(part: tuple[int, int] | None = None) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
         x, y = (xb, yb) if part is None else (xb.tensor_split(part[1])[part[0]], yb.tensor_split(part[1])[part[0]])
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(_forward(model, x, bf16), y)
         if penalty:
             loss = loss + l2_penalty(model, penalty)
         loss.backward()
@@ -341,7 +352,7 @@ def _data_parallel(model: torch.nn.Module, entry, training: Mapping[str, Any],
 
 
 def make_ddp_closure(ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, xb: torch.Tensor,
-                     yb: torch.Tensor, penalty: float = 0.0) -> Callable[..., torch.Tensor]:
+                     yb: torch.Tensor, penalty: float = 0.0, bf16: bool = False) -> Callable[..., torch.Tensor]:
     """The closure of :func:`make_closure` for DistributedDataParallel: rank r evaluates its block of the
     global batch (x, y), weighted by W n_r / n so that DDP's gradient average is the gradient of the global
     mean loss; the value returned is the global mean loss (all-reduced), the same on every rank."""
@@ -354,7 +365,7 @@ def make_ddp_closure(ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, los
         if part is not None:
             raise LandscapeError("SAM's m-sharpness does not run under torchrun")
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(ddp(x), y)
+        loss = loss_fn(_forward(ddp, x, bf16), y)
         total = loss * factor
         extra = l2_penalty(ddp.module, penalty) if penalty else None
         (total + extra if extra is not None else total).backward()

@@ -223,3 +223,20 @@ def test_sam_m_sharpness_costs_one_chunk_pass_per_m_samples(tmp_path, small_conf
     counting.batch_size = closure.batch_size
     exp.optimizer.step(counting)
     assert calls == [(0, 3), (0, 3), (1, 3), (1, 3), (2, 3), (2, 3)]  # 50 samples, m=20: 3 chunks, 2 passes each
+
+
+def test_bf16_training_follows_float32(tmp_path):
+    """bfloat16 autocast of the training forward passes: the run differs from float32 (the option is on)
+    but ends at a close training loss; checkpoints and evaluation stay float32."""
+    from landscape.cli.main import main as cli_main
+
+    base = ["train", "--samples", "500", "--epochs", "4", "--optimizer", "adam", "--lr", "1e-2", "--device", "cpu",
+            "-q"]
+    assert cli_main([*base, "--bf16", "--out", str(tmp_path / "b")]) == 0
+    assert cli_main([*base, "--out", str(tmp_path / "f")]) == 0
+    low, full = Run.open(tmp_path / "b"), Run.open(tmp_path / "f")
+    assert low.config["training"]["bf16"] is True
+    a, b = low.metrics["train_loss"][-1], full.metrics["train_loss"][-1]
+    assert a != b and abs(a - b) / b < 0.1
+    ckpt = low.load_checkpoint("last", weights_only=True)
+    assert all(t.dtype == torch.float32 for t in ckpt.params.values())
