@@ -91,7 +91,8 @@ def stability_factor(optimizer: dict) -> tuple[float, str] | None:
 
 
 def plot_sharpness(run: Run, path: str | Path) -> Path:
-    """lambda_max tracked along training with the stability threshold c/lr, and the training loss."""
+    """lambda_max tracked along training with the stability threshold c/lr, the trace when tracked,
+    and the training loss."""
     plt = _pyplot()
     _figure_format(Path(path))
     m = run.metrics
@@ -99,7 +100,13 @@ def plot_sharpness(run: Run, path: str | Path) -> Path:
         raise LandscapeError(f"run {run.path} has no tracked curvature: train it with --track-curvature-every K")
     rows = [i for i, v in enumerate(m["lambda_max"]) if not math.isnan(v)]
     steps = [m["step"][i] for i in rows]
-    fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8))
+    has_trace = "trace" in m and any(not math.isnan(v) for v in m["trace"])
+    fig, axes = plt.subplots(1, 3 if has_trace else 2, figsize=(15 if has_trace else 10, 3.8))
+    ax, ax_loss = axes[0], axes[-1]
+    if has_trace:
+        axes[1].plot(steps, [m["trace"][i] for i in rows], "C2.-", markersize=3)
+        axes[1].set(xlabel="step", ylabel="trace of the Hessian", title="trace along training")
+        axes[1].grid(alpha=0.3)
     ax.plot(steps, [m["lambda_max"][i] for i in rows], "C0.-", markersize=3, label="lambda_max")
     factor = stability_factor(run.config["optimizer"])
     if factor is not None:
@@ -113,6 +120,7 @@ def plot_sharpness(run: Run, path: str | Path) -> Path:
     cfg = run.config
     fig.suptitle(f"{cfg['model']['name']} on {cfg['data']['name']}, {cfg['optimizer']['name']} "
                  f"lr={cfg['optimizer']['lr']:g}, batch {cfg['training']['batch_size']}", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     return save_figure(fig, path)
 
 
