@@ -58,17 +58,8 @@ MEASURES = ("keskar", "keskar-subspace", "sam", "sam-multistep", "adaptive-worst
 
 
 # --- evaluation at perturbed points ---------------------------------------------------------------------------
-def _reduced(obj: Objective, value: float) -> float:
-    """A per-rank partial sum summed over the ranks sharing the data (unchanged for one process)."""
-    if not getattr(obj, "sharded", False):
-        return value
-    return float(obj.all_reduce(torch.tensor(value, dtype=torch.float64, device=obj.device)))
-
-
 def loss_at(obj: Objective, w: torch.Tensor) -> float:
-    theta = obj.layout.unflatten(w)
-    with torch.no_grad():
-        return _reduced(obj, float(sum(wt * obj.batch_loss(theta, x, y) for (x, y), wt in zip(obj.batches, obj.weights))))
+    return obj.value(w)
 
 
 def error_at(obj: Objective, w: torch.Tensor) -> float:
@@ -77,18 +68,11 @@ def error_at(obj: Objective, w: torch.Tensor) -> float:
     with torch.no_grad():
         for x, y in obj.batches:
             wrong += int((obj.output(theta, x).argmax(-1) != y).sum())
-    return _reduced(obj, float(wrong)) / obj.num_samples
+    return obj.reduce_scalar(float(wrong)) / obj.num_samples
 
 
 def loss_and_grad_at(obj: Objective, w: torch.Tensor) -> tuple[float, torch.Tensor]:
-    leaf = w.detach().clone().requires_grad_()
-    total, grad = 0.0, torch.zeros_like(leaf)
-    for (x, y), wt in zip(obj.batches, obj.weights):
-        value = obj.batch_loss(obj.layout.unflatten(leaf), x, y)
-        (g,) = torch.autograd.grad(value, leaf)
-        total += wt * float(value.detach())
-        grad += wt * g
-    return _reduced(obj, total), obj.all_reduce(grad)
+    return obj.value_and_gradient(w.detach())
 
 
 # --- Keskar ---------------------------------------------------------------------------------------------------
@@ -158,7 +142,7 @@ def _ascent(obj: Objective, rho: float, steps: int, scale: torch.Tensor | None) 
 def _chunks(obj: Objective, m: int | None) -> list[Objective]:
     if m is None:
         return [obj]
-    if getattr(obj, "sharded", False):
+    if obj.sharded:
         raise LandscapeError("m-sharpness does not run on data shared by several processes; run it as one process")
     x = torch.cat([b[0] for b in obj.batches])
     y = torch.cat([b[1] for b in obj.batches])
@@ -271,7 +255,7 @@ def fisher_rao_norm(obj: Objective) -> float:
         with obj.transformable():
             _, directional = jvp(per, (obj.theta,), (obj.theta,))
         total += float(directional.double().pow(2).sum())
-    return _reduced(obj, total) / obj.num_samples
+    return obj.reduce_scalar(total) / obj.num_samples
 
 
 # --- Dinh et al. reparameterisation ----------------------------------------------------------------------------

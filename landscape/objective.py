@@ -152,20 +152,35 @@ class Objective:
             distributed.all_reduce_sum(tensor)
         return tensor
 
-    @torch.no_grad()
-    def value(self) -> float:
-        """L(theta) over all samples."""
-        local = float(sum(w * self.batch_loss(self.theta, x, y) for (x, y), w in zip(self.batches, self.weights)))
+    def reduce_scalar(self, value: float) -> float:
+        """:meth:`all_reduce` for a Python number (returned unchanged when not sharded)."""
         if not self.sharded:
-            return local
-        return float(self.all_reduce(torch.tensor(local, dtype=torch.float64, device=self.device)))
+            return value
+        return float(self.all_reduce(torch.tensor(value, dtype=torch.float64, device=self.device)))
 
-    def gradient(self) -> torch.Tensor:
-        """Flat gradient of L at the current point."""
+    def _at(self, point: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return self.theta if point is None else self.layout.unflatten(point)
+
+    @torch.no_grad()
+    def value(self, point: torch.Tensor | None = None) -> float:
+        """L over all samples at the current parameters, or at the flat ``point``."""
+        theta = self._at(point)
+        return self.reduce_scalar(float(sum(w * self.batch_loss(theta, x, y)
+                                            for (x, y), w in zip(self.batches, self.weights))))
+
+    def value_and_gradient(self, point: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
+        """(L, flat gradient of L) at the current parameters, or at the flat ``point``."""
+        base = self._at(point)
         total = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
+        value = 0.0
         for (x, y), w in zip(self.batches, self.weights):
-            leaves = {n: t.detach().requires_grad_() for n, t in self.theta.items()}
+            leaves = {n: t.detach().requires_grad_() for n, t in base.items()}
             loss = self.batch_loss(leaves, x, y)
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True, materialize_grads=True)
             total += w * self.layout.flatten(list(grads))
-        return self.all_reduce(total)
+            value += w * float(loss.detach())
+        return self.reduce_scalar(value), self.all_reduce(total)
+
+    def gradient(self, point: torch.Tensor | None = None) -> torch.Tensor:
+        """Flat gradient of L at the current parameters, or at the flat ``point``."""
+        return self.value_and_gradient(point)[1]

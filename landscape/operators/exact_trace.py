@@ -131,7 +131,7 @@ def exact_outer_trace(objective: Objective, seeds: Callable[[int, torch.Tensor],
             for (name, module), a, g in zip(modules.items(), (inputs[n] for n in modules), grads):
                 for pname, norms in _norms(module, a, g, objective.theta, name).items():
                     totals[pname] += float(norms.sum()) / objective.num_samples
-    if getattr(objective, "sharded", False):
+    if objective.sharded:
         reduced = objective.all_reduce(torch.tensor(list(totals.values()), dtype=torch.float64,
                                                     device=objective.device))
         totals = dict(zip(totals, reduced.tolist()))
