@@ -31,7 +31,8 @@ from torch.func import functional_call
 from landscape.errors import LandscapeError
 from landscape.losses import get_loss
 from landscape.params import ParamLayout
-from landscape.runs import atomic_h5
+
+from .job_state import load_state, save_state
 
 STATE_FORMAT = "landscape.autoneb"
 
@@ -158,21 +159,16 @@ def autoneb(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch.Te
 
 def _save_state(path: Path, options: dict, pivots: list[torch.Tensor], cycle: int, history: list[dict],
                 gen: torch.Generator) -> None:
-    with atomic_h5(path, STATE_FORMAT) as fh:
-        fh.attrs["options"] = json.dumps(options)
+    def fill(fh: h5py.File) -> None:
         fh.attrs["cycle"] = cycle
         fh.attrs["history"] = json.dumps(history)
         fh.create_dataset("pivots", data=torch.stack(pivots).detach().cpu().numpy())
         fh.create_dataset("generator", data=gen.get_state().numpy())
 
+    save_state(path, STATE_FORMAT, options, fill)
+
 
 def _load_state(path: Path, options: dict) -> dict | None:
-    try:
-        with h5py.File(path, "r") as fh:
-            if fh.attrs.get("format") != STATE_FORMAT or json.loads(fh.attrs["options"]) != options:
-                return None
-            return {"cycle": int(fh.attrs["cycle"]), "history": json.loads(fh.attrs["history"]),
-                    "pivots": torch.from_numpy(fh["pivots"][()]), "generator": torch.from_numpy(fh["generator"][()])}
-    except (OSError, KeyError, ValueError):
-        return None
-
+    return load_state(path, STATE_FORMAT, options, lambda fh: {
+        "cycle": int(fh.attrs["cycle"]), "history": json.loads(fh.attrs["history"]),
+        "pivots": torch.from_numpy(fh["pivots"][()]), "generator": torch.from_numpy(fh["generator"][()])})

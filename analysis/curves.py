@@ -20,7 +20,6 @@ are stored atomically after every epoch.
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -34,7 +33,8 @@ from landscape.errors import LandscapeError
 from landscape.h5tree import read_tree, write_tree
 from landscape.losses import get_loss
 from landscape.params import ParamLayout
-from landscape.runs import atomic_h5
+
+from .job_state import load_state, save_state
 
 CURVES = ("linear", "bezier", "polychain")
 STATE_FORMAT = "landscape.curve-training"
@@ -75,25 +75,21 @@ class CurveTraining:
 
 def _save_state(path: Path, options: dict, theta: torch.Tensor, optimizer, generator: torch.Generator,
                 epoch: int, history: list[float]) -> None:
-    with atomic_h5(path, STATE_FORMAT) as fh:
-        fh.attrs["options"] = json.dumps(options)
+    def fill(fh: h5py.File) -> None:
         fh.attrs["epoch"] = epoch
         fh.create_dataset("theta", data=theta.detach().cpu().numpy())
         fh.create_dataset("history", data=np.asarray(history, dtype=float))
         write_tree(fh, "optimizer", optimizer.state_dict())
         fh.create_dataset("generator", data=generator.get_state().numpy())
 
+    save_state(path, STATE_FORMAT, options, fill)
+
 
 def _load_state(path: Path, options: dict) -> dict | None:
-    try:
-        with h5py.File(path, "r") as fh:
-            if fh.attrs.get("format") != STATE_FORMAT or json.loads(fh.attrs["options"]) != options:
-                return None
-            return {"epoch": int(fh.attrs["epoch"]), "theta": torch.from_numpy(fh["theta"][()]),
-                    "history": fh["history"][()].tolist(), "optimizer": read_tree(fh["optimizer"]),
-                    "generator": torch.from_numpy(fh["generator"][()])}
-    except (OSError, KeyError, ValueError):
-        return None
+    return load_state(path, STATE_FORMAT, options, lambda fh: {
+        "epoch": int(fh.attrs["epoch"]), "theta": torch.from_numpy(fh["theta"][()]),
+        "history": fh["history"][()].tolist(), "optimizer": read_tree(fh["optimizer"]),
+        "generator": torch.from_numpy(fh["generator"][()])})
 
 
 def train_bend(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch.Tensor, w1: torch.Tensor,
