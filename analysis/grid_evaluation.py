@@ -31,6 +31,7 @@ from torch.func import functional_call, vmap
 
 from landscape.errors import LandscapeError
 from landscape.losses import per_sample
+from landscape.models import has_batchnorm
 
 AFFINE_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -48,10 +49,6 @@ class _Injected(nn.Module):
 
 class _Stop(Exception):
     pass
-
-
-def _has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def _first_affine_layer(model: nn.Module, x: torch.Tensor) -> str | None:
@@ -136,7 +133,7 @@ class GridEvaluator:
         self.buffer_directions = None
         if buffer_directions and any(buffer_directions):
             self.buffer_directions = [{n: bd[n].to(self.buffers[n]) for n in bd} for bd in buffer_directions]
-        self.bn = bn if _has_batchnorm(self.model) else "eval"
+        self.bn = bn if has_batchnorm(self.model) else "eval"
         self.bf16 = bf16  # forward passes under bfloat16 autocast; losses summed in float64
         self.first: str | None = None
         if affine_first_layer and sample_input is not None:
@@ -162,8 +159,12 @@ class GridEvaluator:
             out[n] = t
         return out
 
-    def point_parameters(self, coords: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self._stack(self.center, self.directions, coords, self.center)
+    def _point_sets(self, coords: torch.Tensor) -> tuple[dict, dict | None]:
+        """The K stacked parameter sets (without the affine first layer's) and buffer sets (or None)."""
+        params = self._stack(self.center, self.directions, coords, self._vmapped_names)
+        buffers = (self._stack(self.buffers, self.buffer_directions, coords, self.buffers)
+                   if self.buffer_directions else None)
+        return params, buffers
 
     # --- first-layer structure ----------------------------------------------------------------------
     def _first_layer_terms(self, key: tuple, x: torch.Tensor) -> torch.Tensor:
@@ -235,9 +236,7 @@ class GridEvaluator:
         loss = torch.zeros(k, dtype=torch.float64, device=device)
         correct = torch.zeros(k, dtype=torch.int64, device=device) if self.loss == "cross_entropy" else None
         samples = 0
-        params = self._stack(self.center, self.directions, coords, self._vmapped_names)
-        buffers = (self._stack(self.buffers, self.buffer_directions, coords, self.buffers)
-                   if self.buffer_directions else None)
+        params, buffers = self._point_sets(coords)
         for j, (x, y) in enumerate(batches):
             out = self._outputs(coords, params, buffers, x, key=(tag, j, x.data_ptr(), x.shape[0]))
             if self.loss == "cross_entropy":  # log-sum-exp minus the target logit: 4x faster than F.cross_entropy
@@ -295,9 +294,7 @@ class GridEvaluator:
                 probs = torch.cat([model(x[i:i + batch_size]).softmax(-1) for i in range(0, x.shape[0], batch_size)])
                 total = probs if total is None else total + probs
             return total / coords.shape[0]
-        params = self._stack(self.center, self.directions, coords, self._vmapped_names)
-        buffers = (self._stack(self.buffers, self.buffer_directions, coords, self.buffers)
-                   if self.buffer_directions else None)
+        params, buffers = self._point_sets(coords)
         parts = []
         for j in range(0, x.shape[0], batch_size):
             xb = x[j:j + batch_size]
@@ -344,10 +341,12 @@ def activation_bytes_per_sample(model: nn.Module, x: torch.Tensor) -> int:
 
 
 def plan_chunks(model: nn.Module, x: torch.Tensor, num_points: int, num_samples: int, num_params: int,
-                memory_bytes: int, batch_size: int | None = None) -> tuple[int, int]:
+                memory_bytes: int, batch_size: int | None = None,
+                per_sample_bytes: int | None = None) -> tuple[int, int]:
     """(points per chunk K, samples per data batch B) with K * B * activation bytes plus the K stacked
     parameter sets within ``memory_bytes``; B defaults to all samples when they fit with K >= 16."""
-    per_sample_bytes = activation_bytes_per_sample(copy.deepcopy(model), x)
+    if per_sample_bytes is None:
+        per_sample_bytes = activation_bytes_per_sample(copy.deepcopy(model), x)
     param_bytes = num_params * x.element_size() * 2
     if batch_size is None:
         batch_size = num_samples
@@ -368,7 +367,7 @@ def candidate_plans(model: nn.Module, x: torch.Tensor, num_points: int, num_samp
     while batch_size is None and single > 64 and single * per_sample_bytes > memory_bytes:
         single = math.ceil(single / 2)
     plans = [(1, max(1, min(single, num_samples)))]
-    chunked = plan_chunks(model, x, num_points, num_samples, num_params, memory_bytes, batch_size)
+    chunked = plan_chunks(model, x, num_points, num_samples, num_params, memory_bytes, batch_size, per_sample_bytes)
     if chunked[0] > 1:
         plans.append(chunked)
     return plans

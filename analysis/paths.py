@@ -30,15 +30,16 @@ import numpy as np
 import torch
 
 from landscape.errors import LandscapeError
+from landscape.models import has_batchnorm
 from landscape.runs import result_path, save_result
 
 from . import directions as dirs
 from .alignment import weight_matching
 from .autoneb import NEBOptions, autoneb
 from .curves import CurveTraining, curve_coordinates, train_bend
-from .grid_evaluation import GridEvaluator, _has_batchnorm, split_batches
+from .grid_evaluation import GridEvaluator, split_batches
 from .loading import LoadedCheckpoint
-from .surface import Plane, SurfaceSpec, _other_checkpoint, compute_surface
+from .surface import Plane, SurfaceSpec, other_checkpoint, compute_surface
 
 CONNECT_CURVES = ("linear", "bezier", "polychain", "autoneb")
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
@@ -148,7 +149,7 @@ def connect(loaded: LoadedCheckpoint, spec: ConnectSpec,
     say = progress or (lambda message: None)
     model = loaded.model
     layout, w0 = dirs.flat_parameters(model)
-    other = _other_checkpoint(loaded.run, spec.other)
+    other = other_checkpoint(loaded.run, spec.other)
     params_b = dict(other.params)
     for name, shape in zip(layout.names, layout.shapes):
         if name not in params_b or tuple(params_b[name].shape) != tuple(shape):
@@ -161,7 +162,7 @@ def connect(loaded: LoadedCheckpoint, spec: ConnectSpec,
     w1 = layout.flatten({n: params_b[n].to(w0) for n in layout.names})
     if bool(torch.equal(w0, w1)) and spec.curve != "linear":
         raise LandscapeError("the two checkpoints are identical: there is no path to fit between them")
-    bn = spec.bn or ("recompute" if _has_batchnorm(model) else "eval")
+    bn = spec.bn or ("recompute" if has_batchnorm(model) else "eval")
     own_buffers = dict(model.named_buffers())
     buffer_delta = {n: b.to(own_buffers[n]) - own_buffers[n] for n, b in other.buffers.items()
                     if n in own_buffers and own_buffers[n].is_floating_point() and not spec.align}

@@ -289,15 +289,11 @@ def run_study(base: Mapping[str, Any], vary: Mapping[str, list[Any]], out: str |
     names = tuple(measures.names) if measures else ()
     correlations = interpolation = None
     if names:
-        for i, row in enumerate(rows):
-            if row["status"] != "finished":
-                continue
-            mine = i % count == index
-            if mine:
+        for i, row in enumerate(rows):  # this rank measures (or finds stored) its own finished runs
+            if row["status"] == "finished" and i % count == index:
                 say(f"[{i + 1}/{len(combos)}] {row['run']}: measures")
-            row.update(run_measures(out / "runs" / row["run"], measures, compute=mine))
+                run_measures(out / "runs" / row["run"], measures)
         distributed.barrier()  # every rank has stored its runs' measures
-        rows = study_table(out, vary)
         for row in rows:
             if row["status"] == "finished":
                 row.update(run_measures(out / "runs" / row["run"], measures, compute=False))

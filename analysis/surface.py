@@ -135,7 +135,8 @@ class Plane:
     trajectory: dict[str, np.ndarray] | None = None
 
 
-def _other_checkpoint(run: Run, ref: str) -> Checkpoint:
+def other_checkpoint(run: Run, ref: str) -> Checkpoint:
+    """The checkpoint ``ref`` names: a checkpoint file, a run folder (its last checkpoint) or a step of ``run``."""
     path = Path(ref)
     if path.is_file():
         return read_checkpoint(path, weights_only=True)
@@ -149,7 +150,7 @@ def _other_checkpoint(run: Run, ref: str) -> Checkpoint:
 
 def _between(loaded: LoadedCheckpoint, layout: ParamLayout, center: torch.Tensor, ref: str
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    other = _other_checkpoint(loaded.run, ref)
+    other = other_checkpoint(loaded.run, ref)
     params = dict(other.params)
     missing = [n for n in layout.names if n not in params]
     if missing:

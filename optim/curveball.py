@@ -34,13 +34,10 @@ import math
 import torch
 from torch.func import grad
 
+from landscape.models import has_batchnorm
 from landscape.operators import GGNOperator
 
 from .curvature_optimizer import CurvatureOptimizer
-
-
-def _has_batchnorm(model: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 class CurveBall(CurvatureOptimizer):
@@ -55,7 +52,7 @@ class CurveBall(CurvatureOptimizer):
         if not 0 < lambda_factor <= 1:
             raise ValueError("lambda_factor must be in (0, 1]")
         if damping is None:
-            damping = 1.0 if _has_batchnorm(model) else 10.0
+            damping = 1.0 if has_batchnorm(model) else 10.0
         if not damping >= 0:
             raise ValueError("damping (lambda) must be >= 0")
         super().__init__(model, loss, dict(lr=lr, rho=rho, beta=beta, damping=float(damping),

@@ -93,6 +93,11 @@ def check_model_fits(model: nn.Module, sample: torch.Tensor, num_outputs: int, m
                              f"{data_name!r} needs {num_outputs} per sample")
 
 
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether any submodule is a BatchNorm layer (1-D, 2-D or 3-D)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
