@@ -17,7 +17,7 @@ from landscape.analysis.paths import ConnectSpec
 from landscape.analysis.sharpness import MEASURES
 from landscape.analysis.surface import SurfaceSpec, compute_surface, parse_range
 
-from .common import echo_err, print_json, stderr_is_tty
+from .common import echo_err, print_checkpoints_json, stderr_is_tty
 from .connect_output import run_connect
 from .sharpness_output import run_sharpness
 from .surface_output import describe_surface, surface_progress, surface_view
@@ -219,8 +219,7 @@ def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace,
             if not as_json:
                 click.echo(describe_surface(step, result))
         if as_json:
-            print_json({"run": str(run.path), **outputs[0]} if len(outputs) == 1
-                       else {"run": str(run.path), "checkpoints": outputs})
+            print_checkpoints_json(run.path, outputs)
         return
     opts = CurvatureOptions(curvature=curvature, fisher_type=fisher_type, top_k=top_k, bottom_k=bottom_k,
                             trace=trace, frobenius=frobenius, diag=diag, density=density, per_layer=per_layer,
@@ -255,7 +254,6 @@ def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace,
         if not as_json:
             click.echo(describe(step, view))
     if as_json:
-        print_json({"run": str(run.path), **outputs[0]} if len(outputs) == 1
-                   else {"run": str(run.path), "checkpoints": outputs})
+        print_checkpoints_json(run.path, outputs)
     else:
         echo_err(f"saved under {run.analysis_dir}")

@@ -89,6 +89,12 @@ def print_json(obj: Any) -> None:
     click.echo(json.dumps(_jsonable(obj), indent=2))
 
 
+def print_checkpoints_json(run_path: Any, outputs: list[dict[str, Any]]) -> None:
+    """The ``--json`` object of an analysis: one checkpoint's fields at the top, or a list of them."""
+    print_json({"run": str(run_path), **outputs[0]} if len(outputs) == 1
+               else {"run": str(run_path), "checkpoints": outputs})
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None

@@ -11,7 +11,7 @@ from landscape.analysis import load_checkpoint_model, resolve_steps
 from landscape.analysis.paths import ConnectSpec, connect
 from landscape.runs import Run
 
-from .common import echo_err, print_json, stderr_is_tty
+from .common import echo_err, print_checkpoints_json, stderr_is_tty
 
 PATH_KEYS = ("t", "train_loss", "train_acc", "test_loss", "test_acc")
 
@@ -90,5 +90,4 @@ def run_connect(run_dir: str, checkpoint: str, spec: ConnectSpec, device: str, s
         if not as_json:
             click.echo(describe(step, result))
     if as_json:
-        print_json({"run": str(run.path), **outputs[0]} if len(outputs) == 1
-                   else {"run": str(run.path), "checkpoints": outputs})
+        print_checkpoints_json(run.path, outputs)

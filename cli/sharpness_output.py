@@ -13,7 +13,7 @@ from landscape.errors import LandscapeError
 from landscape.objective import Objective
 from landscape.runs import Run, update_result
 
-from .common import print_json
+from .common import print_checkpoints_json
 
 
 def sharpness_of(loaded, names: list[str], seed: int, eps: float, rho: float, m: int | None,
@@ -50,5 +50,4 @@ def run_sharpness(run_dir: str, checkpoint: str, names: list[str], device: str, 
             for name, value in result["measures"].items():
                 click.echo(f"  {name:20s} {value:.6g}")
     if as_json:
-        print_json({"run": str(run.path), **outputs[0]} if len(outputs) == 1
-                   else {"run": str(run.path), "checkpoints": outputs})
+        print_checkpoints_json(run.path, outputs)
