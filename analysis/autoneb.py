@@ -28,6 +28,7 @@ import h5py
 import torch
 from torch.func import functional_call
 
+from landscape import distributed
 from landscape.errors import LandscapeError
 from landscape.losses import get_loss
 from landscape.params import ParamLayout
@@ -79,7 +80,9 @@ def autoneb(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch.Te
     """Pivots (P + 1, n) of the relaxed chain and the insertion history; see the module docstring.
 
     ``state_path`` makes it resumable: the chain is stored atomically after every cycle, then
-    ``progress(cycle, cycles, pivots)`` is called."""
+    ``progress(cycle, cycles, pivots)`` is called. Under torchrun the ranks share the pivots (and the
+    insertion probes) round-robin on the same mini-batch and all-reduce their losses and gradients, so
+    every rank moves the chain exactly as one process would."""
     opts = options or NEBOptions()
     opts.validate()
     net = copy.deepcopy(model).train()
@@ -100,25 +103,55 @@ def autoneb(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch.Te
         (g,) = torch.autograd.grad(val, leaf)
         return float(val.detach()), g
 
+    size, me = distributed.world_size(), distributed.rank()
+
+    def shared_values(points: list, xb, yb) -> list[float]:
+        """Loss at every point (a callable making it); rank r evaluates points r, r + W, ... and the
+        values are all-reduced (adding zeros is exact, so every rank gets the single-process numbers)."""
+        vals = torch.zeros(len(points), dtype=torch.float64, device=w0.device)
+        for k in range(me, len(points), size):
+            vals[k] = value(points[k](), xb, yb)
+        return distributed.all_reduce_sum(vals).tolist()
+
+    def energies_and_gradients(pivots: list[torch.Tensor], xb, yb) -> tuple[list[float], list]:
+        """Loss at every pivot and the gradient at the interior ones, shared out like shared_values."""
+        last = len(pivots) - 1
+        energy = torch.zeros(len(pivots), dtype=torch.float64, device=w0.device)
+        grads = torch.zeros(len(pivots), w0.numel(), dtype=w0.dtype, device=w0.device)
+        for i in range(me, len(pivots), size):
+            if 0 < i < last:
+                energy[i], grads[i] = value_and_grad(pivots[i], xb, yb)
+            else:
+                energy[i] = value(pivots[i], xb, yb)
+        if size > 1:
+            distributed.all_reduce_sum(energy)
+            distributed.all_reduce_sum(grads)
+        return energy.tolist(), [grads[i] if 0 < i < last else None for i in range(len(pivots))]
+
     pivots = [w0 + (w1 - w0) * (k / (opts.initial_pivots + 1)) for k in range(opts.initial_pivots + 2)]
     history: list[dict] = []
     first = 0
     options = {**asdict(opts), "w0": float(w0.double().sum()), "w1": float(w1.double().sum())}
-    if state_path is not None and state_path.exists():
-        stored = _load_state(state_path, options)
-        if stored is not None:
-            pivots = [p.to(w0) for p in stored["pivots"]]
-            first, history = stored["cycle"], stored["history"]
-            gen.set_state(stored["generator"])
+    # rank 0 reads the state and hands it to the other ranks (their file system need not be shared)
+    stored = _load_state(state_path, options) if state_path is not None and distributed.is_main() else None
+    stored = distributed.broadcast(stored)
+    if stored is not None:
+        pivots = [p.to(w0) for p in stored["pivots"]]
+        first, history = stored["cycle"], stored["history"]
+        gen.set_state(stored["generator"])
     for cycle in range(first, opts.cycles):
         if cycle > 0:  # automatic insertion where the path rises between pivots
             probes = []
-            ends = [value(p, xp, yp) for p in pivots]
+            ts = torch.linspace(0, 1, opts.probe_points + 2)[1:-1].tolist()
+            points = [lambda p=p: p for p in pivots]
+            points += [lambda i=i, t=t: pivots[i] + t * (pivots[i + 1] - pivots[i])
+                       for i in range(len(pivots) - 1) for t in ts]
+            values = shared_values(points, xp, yp)
+            ends = values[:len(pivots)]
             for i in range(len(pivots) - 1):
-                ts = torch.linspace(0, 1, opts.probe_points + 2)[1:-1]
-                vals = [value(pivots[i] + float(t) * (pivots[i + 1] - pivots[i]), xp, yp) for t in ts]
+                vals = values[len(pivots) + i * len(ts):len(pivots) + (i + 1) * len(ts)]
                 k = max(range(len(vals)), key=vals.__getitem__)
-                probes.append((vals[k] - max(ends[i], ends[i + 1]), i, float(ts[k])))
+                probes.append((vals[k] - max(ends[i], ends[i + 1]), i, ts[k]))
             span = max(max(ends), max(r + max(ends[i], ends[i + 1]) for r, i, _ in probes)) - min(ends)
             room = opts.max_pivots + 2 - len(pivots)
             split = {i: t for r, i, t in sorted(probes, reverse=True)[:max(room, 0)]
@@ -135,12 +168,7 @@ def autoneb(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch.Te
         for _ in range(opts.steps):
             idx = torch.randint(0, n, (min(opts.batch_size, n),), generator=gen).to(x.device)
             xb, yb = x[idx], y[idx]
-            energy, grads = [0.0] * len(pivots), [None] * len(pivots)
-            for i in range(len(pivots)):
-                if 0 < i < len(pivots) - 1:
-                    energy[i], grads[i] = value_and_grad(pivots[i], xb, yb)
-                else:
-                    energy[i] = value(pivots[i], xb, yb)
+            energy, grads = energies_and_gradients(pivots, xb, yb)
             new = list(pivots)
             for i in range(1, len(pivots) - 1):
                 tau = _tangent(pivots, energy, i)
@@ -150,7 +178,7 @@ def autoneb(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch.Te
                 velocity[i] = opts.momentum * velocity[i] + force
                 new[i] = pivots[i] + opts.lr * velocity[i]
             pivots = new
-        if state_path is not None:
+        if state_path is not None and distributed.is_main():
             _save_state(state_path, options, pivots, cycle + 1, history, gen)
         if progress is not None:
             progress(cycle + 1, opts.cycles, len(pivots))

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
+from landscape import distributed
 from landscape.errors import LandscapeError
 from landscape.h5tree import read_tree, write_tree
 from landscape.losses import get_loss
@@ -98,7 +99,9 @@ def train_bend(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch
                ) -> tuple[torch.Tensor, list[float]]:
     """Train the bend theta of a ``bezier`` or ``polychain`` curve; returns (theta, mean loss per epoch).
 
-    ``state_path`` makes the training resumable (the state is saved after every epoch).
+    ``state_path`` makes the training resumable (the state is saved after every epoch). Under torchrun
+    the ranks split every mini-batch into contiguous blocks and all-reduce the gradient (the same t on
+    every rank), so they take the single-process steps; BatchNorm layers see per-rank batch statistics.
     """
     from landscape.optim import build_optimizer
     from landscape.optim.registry import get_entry
@@ -120,35 +123,48 @@ def train_bend(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch
     optimizer = build_optimizer(spec, [theta])
     generator = torch.Generator().manual_seed(training.seed)
     start, history = 0, []
-    if state_path is not None and state_path.exists():
-        state = _load_state(state_path, options)
-        if state is not None:
-            with torch.no_grad():
-                theta.copy_(state["theta"].to(theta))
-            optimizer.load_state_dict(state["optimizer"])
-            generator.set_state(state["generator"])
-            start, history = state["epoch"], state["history"]
+    # rank 0 reads the state and hands it to the other ranks (their file system need not be shared)
+    state = _load_state(state_path, options) if state_path is not None and distributed.is_main() else None
+    state = distributed.broadcast(state)
+    if state is not None:
+        with torch.no_grad():
+            theta.copy_(state["theta"].to(theta))
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        start, history = state["epoch"], state["history"]
     n = x.shape[0]
+    sharded = distributed.world_size() > 1
     for epoch in range(start, training.epochs):
         order = epoch_order(training.seed, epoch, n, x.device)
         total, count = 0.0, 0
         for i in range(0, n, training.batch_size):
-            idx = order[i:i + training.batch_size]
+            batch = order[i:i + training.batch_size]
             t = float(torch.rand((), generator=generator))
             c0, ct, c1 = curve_weights(kind, t)
             point = c0 * w0 + ct * theta + c1 * w1
-            out = functional_call(net, {**buffers, **layout.unflatten(point)}, (x[idx],))
-            value = loss_fn(out, y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
+            optimizer.zero_grad(set_to_none=False)
+            lo, hi = distributed.block(batch.shape[0])
+            idx = batch[lo:hi]
+            if idx.shape[0]:
+                out = functional_call(net, {**buffers, **layout.unflatten(point)}, (x[idx],))
+                value = loss_fn(out, y[idx]) * (idx.shape[0] / batch.shape[0])  # this rank's share of the mean
+                value.backward()
+            else:
+                value = torch.zeros((), dtype=theta.dtype, device=theta.device)
+            if theta.grad is None:
+                theta.grad = torch.zeros_like(theta)
+            if sharded:  # the mini-batch gradient is the sum of the ranks' shares (one all-reduce)
+                both = distributed.all_reduce_sum(torch.cat([theta.grad, value.detach().reshape(1)]))
+                theta.grad.copy_(both[:-1])
+                value = both[-1]
             optimizer.step()
-            total += float(value.detach()) * idx.shape[0]
-            count += idx.shape[0]
+            total += float(value.detach()) * batch.shape[0]
+            count += batch.shape[0]
         history.append(total / count)
         if not np.isfinite(history[-1]):
             raise LandscapeError(f"curve training diverged in epoch {epoch + 1} (loss {history[-1]}); lower the "
                                  "bend's learning rate")
-        if state_path is not None:
+        if state_path is not None and distributed.is_main():
             _save_state(state_path, options, theta, optimizer, generator, epoch + 1, history)
         if progress is not None:
             progress(epoch + 1, training.epochs, history[-1])

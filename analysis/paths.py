@@ -29,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from landscape import distributed
 from landscape.errors import LandscapeError
 from landscape.models import has_batchnorm
 from landscape.runs import result_path, save_result
@@ -120,25 +121,36 @@ class _Evaluator:
                              sample_input=self.data["train"][0][:2])
 
     def metrics(self, ev: GridEvaluator, coords: np.ndarray, chunk: int = 8) -> dict[str, np.ndarray]:
-        coords_t = torch.as_tensor(coords, dtype=next(self.loaded.model.parameters()).dtype,
+        """Train/test loss (and accuracy) at every row of ``coords``; under torchrun each rank evaluates
+        a contiguous block of the rows and every rank receives all of them."""
+        start, stop = distributed.block(coords.shape[0])
+        coords_t = torch.as_tensor(coords[start:stop], dtype=next(self.loaded.model.parameters()).dtype,
                                    device=self.data["train"][0].device)
         out: dict[str, list] = {}
-        for start in range(0, coords_t.shape[0], chunk):
-            c = coords_t[start:start + chunk]
+        for lo in range(0, coords_t.shape[0], chunk):
+            c = coords_t[lo:lo + chunk]
             for tag, (split, batches) in enumerate(self.batches.items()):
                 sums = ev.sums(c, batches, tag=tag, train_batches=self.train_batches)
                 out.setdefault(f"{split}_loss", []).append((sums.loss / sums.samples).cpu().numpy())
                 if sums.correct is not None:
                     out.setdefault(f"{split}_acc", []).append((sums.correct.double() / sums.samples).cpu().numpy())
-        return {k: np.concatenate(v) for k, v in out.items()}
+        blocks = [b for b in distributed.all_gather({k: np.concatenate(v) for k, v in out.items()}) if b]
+        return {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
 
     def accuracy(self, probs: torch.Tensor) -> float:
         return float((probs.argmax(-1) == self.data["test"][1]).double().mean())
 
     def probabilities(self, ev: GridEvaluator, coords: np.ndarray) -> torch.Tensor:
-        c = torch.as_tensor(coords, dtype=next(self.loaded.model.parameters()).dtype,
+        """Test-set softmax averaged over the points ``coords`` (the ranks share the points; a rank
+        without points evaluates the first one with weight 0, so every rank joins the all-reduce)."""
+        start, stop = distributed.block(coords.shape[0])
+        mine, weight = (coords[start:stop], stop - start) if stop > start else (coords[:1], 0)
+        c = torch.as_tensor(mine, dtype=next(self.loaded.model.parameters()).dtype,
                             device=self.data["test"][0].device)
-        return ev.mean_probabilities(c, self.data["test"][0], self.batch_size, self.train_batches)
+        probs = ev.mean_probabilities(c, self.data["test"][0], self.batch_size, self.train_batches)
+        if distributed.world_size() == 1:
+            return probs
+        return distributed.all_reduce_sum(probs * weight) / coords.shape[0]
 
 
 def connect(loaded: LoadedCheckpoint, spec: ConnectSpec,
@@ -172,6 +184,7 @@ def connect(loaded: LoadedCheckpoint, spec: ConnectSpec,
                               "distance": float((w1 - w0).norm())}
     if permutations is not None:
         result["permutations"] = permutations
+    state = None  # the resumable state file of the bend training or AutoNEB
     say("linear path")
     linear_ev = ev.evaluator(w0, [w1 - w0], [buffer_delta] if buffer_delta else None)
     linear = ev.metrics(linear_ev, t[:, None])
@@ -201,7 +214,6 @@ def connect(loaded: LoadedCheckpoint, spec: ConnectSpec,
         if spec.plane_grid:
             say("plane through the two minima and the bend")
             result["plane"] = _plane(loaded, spec, layout, w0, w1, theta, bn)
-        state.unlink(missing_ok=True)
     elif spec.curve == "autoneb":
         say("AutoNEB")
         ds = loaded.dataset
@@ -223,10 +235,13 @@ def connect(loaded: LoadedCheckpoint, spec: ConnectSpec,
         result["fitted"] = {"t": tt, **curve, "barrier": _path_barriers(tt, curve), "pivots": len(pivots),
                            "pivot_t": cumulative, "history": neb["history"], "length": float(lengths.sum())}
         result["saddle_train_loss"] = float(np.max(curve["train_loss"]))
-        state.unlink(missing_ok=True)
     result["seconds"] = time.perf_counter() - t_start
     options = {k: v for k, v in asdict(spec).items() if k != "name"}
-    result["path"] = str(save_result(loaded.run, loaded.step, spec.result_name, result, **options))
+    if distributed.is_main():
+        save_result(loaded.run, loaded.step, spec.result_name, result, **options)
+        if state is not None:  # only once the result is stored: a kill before keeps the training
+            state.unlink(missing_ok=True)
+    result["path"] = str(result_path(loaded.run, loaded.step, spec.result_name))
     return result
 
 

@@ -248,7 +248,8 @@ def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace,
                 update_result(run, step, curvature, result, **options, precision=precision)
         else:
             result = {"evaluation": evaluate_checkpoint(loaded)}
-            save_result(run, step, "evaluation", result["evaluation"], **options)
+            if distributed.is_main():
+                save_result(run, step, "evaluation", result["evaluation"], **options)
         view = {"checkpoint": step, **json_view(result)}
         outputs.append(view)
         if not as_json:

@@ -50,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
 
     Under torchrun (WORLD_SIZE > 1) the process joins the group; ``train`` runs DistributedDataParallel
     (each rank a block of every global batch); ``study`` gives each rank its own runs; ``analyze --slice``
-    splits its grid
-    points across the ranks, the curvature analyses (``--top-k``, ``--trace``, ...) split the data and
-    all-reduce every product, ``plot`` and ``info`` run on rank 0 only, and the other commands refuse
-    (one process each) until they are distributed too. Only rank 0 prints and writes."""
+    and ``--connect`` split their grid and path points across the ranks; the curvature and sharpness
+    analyses and evaluations split the data and all-reduce every sum; ``plot`` and ``info`` run on
+    rank 0 only; ``analyze --backend pyhessian`` (the peer's code) is refused. Only rank 0 prints and
+    writes."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         if distributed.init_from_environment():
@@ -61,12 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             if command in ("plot", "info") and not distributed.is_main():
                 distributed.shutdown()  # rank 0 draws; meet it at its shutdown barrier
                 return 0
-            curvature = any(a in args for a in ("--top-k", "--bottom-k", "--trace", "--frobenius", "--diag",
-                                                    "--density", "--sharpness"))
-            if (command == "analyze" and "--slice" not in args and not curvature) \
-                    or (command == "analyze" and any(a in args for a in ("--connect", "--backend"))):
-                raise LandscapeError(f"`landscape {command}` with these options does not run under torchrun yet; run it "
-                                     "as one process (distributed: train, study, `analyze --slice`, the curvature and sharpness analyses)")
+            if command == "analyze" and any(a in ("--backend=pyhessian", "pyhessian") for a in args):
+                raise LandscapeError("`landscape analyze --backend` (the peer's code) does not run under torchrun; "
+                                     "run it as one process")
             if not distributed.is_main():
                 sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
         cli.main(args=argv, prog_name="landscape", standalone_mode=False)

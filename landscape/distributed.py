@@ -68,6 +68,22 @@ def gather(obj: Any, dst: int = 0) -> list[Any] | None:
     return out
 
 
+def all_gather(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` as a list (in rank order) on every rank."""
+    if not initialized():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def block(n: int) -> tuple[int, int]:
+    """This rank's contiguous block [start, stop) of n items split as evenly as possible over the ranks
+    (rank r of W gets items floor(r n / W) to floor((r + 1) n / W); the blocks cover 0..n-1 in rank order)."""
+    size, me = world_size(), rank()
+    return me * n // size, (me + 1) * n // size
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """In-place sum over the ranks (no-op for one process)."""
     if initialized():

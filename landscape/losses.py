@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .errors import LandscapeError
 
 
@@ -77,24 +78,33 @@ def get_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str,
-             batch_size: int = 2048) -> dict[str, float]:
+             batch_size: int = 2048, shard: bool = False) -> dict[str, float]:
     """Mean loss (and accuracy for cross-entropy) over all of (x, y), in batches, in eval mode.
 
     Batch means are weighted by batch size, so the result is the exact mean over the samples.
+    ``shard``: under torchrun each rank evaluates its contiguous block of the samples and the sums
+    are all-reduced (every rank returns the same numbers).
     """
     fn = get_loss(loss)
     was_training = model.training
     model.eval()
-    total, correct, n = 0.0, 0, x.shape[0]
+    n = x.shape[0]
+    start, stop = distributed.block(n) if shard else (0, n)
+    total, correct = 0.0, 0
     try:
-        for start in range(0, n, batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        for lo in range(start, stop, batch_size):
+            hi = min(lo + batch_size, stop)
+            xb, yb = x[lo:hi], y[lo:hi]
             out = model(xb)
             total += float(fn(out, yb)) * xb.shape[0]
             if loss == "cross_entropy":
                 correct += int((out.argmax(dim=1) == yb).sum())
     finally:
         model.train(was_training)
+    if shard and distributed.world_size() > 1:
+        sums = distributed.all_reduce_sum(torch.tensor([total, float(correct)], dtype=torch.float64,
+                                                       device=x.device))
+        total, correct = float(sums[0]), int(round(float(sums[1])))
     result = {"loss": total / n}
     if loss == "cross_entropy":
         result["acc"] = correct / n

@@ -174,12 +174,14 @@ def evaluation_weights(optimizer: torch.optim.Optimizer) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
-def _measure(exp: Experiment, step: int, lr: float, seconds: float) -> dict[str, float]:
+def _measure(exp: Experiment, step: int, lr: float, seconds: float, shard: bool) -> dict[str, float]:
+    """Train/test loss (accuracy) of the current weights; ``shard``: the ranks of a DDP job evaluate
+    a block of the samples each and all-reduce the sums."""
     training = exp.config["training"]
     loss, batch = training["loss"], training["eval_batch_size"]
     with evaluation_weights(exp.optimizer):
-        train = evaluate(exp.model, exp.dataset.x_train, exp.dataset.y_train, loss, batch)
-        test = evaluate(exp.model, exp.dataset.x_test, exp.dataset.y_test, loss, batch)
+        train = evaluate(exp.model, exp.dataset.x_train, exp.dataset.y_train, loss, batch, shard)
+        test = evaluate(exp.model, exp.dataset.x_test, exp.dataset.y_test, loss, batch, shard)
     row = {"step": step, "epoch": step / exp.steps_per_epoch, "train_loss": train["loss"],
            "test_loss": test["loss"], "lr": lr, "time": seconds}
     if "acc" in train:
@@ -236,7 +238,7 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
             run = Run(out, cfg)
         run.total_steps = total
         start, elapsed = 0, 0.0
-        row = _measure(exp, 0, base_lr * lr_factor(0, total, **_schedule_args(training)), 0.0)
+        row = _measure(exp, 0, base_lr * lr_factor(0, total, **_schedule_args(training)), 0.0, not local)
         if tracker is not None:
             row.update(tracker(exp.model))
         run.append_metrics(row)
@@ -286,7 +288,7 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
             final = done == total
             tracked = tracker is not None and done % track_every == 0
             if done % training["eval_every"] == 0 or final or tracked:
-                row = _measure(exp, done, lr, elapsed + time.perf_counter() - t0)
+                row = _measure(exp, done, lr, elapsed + time.perf_counter() - t0, not local)
                 if not math.isfinite(row["train_loss"]):
                     _mark_diverged(run, TrainingDiverged(done, lr))
                 if tracked:

@@ -93,3 +93,40 @@ def test_two_process_study_splits_the_runs(tmp_path, capsys):
     for a, b in zip(two["rows"], one["rows"]):
         assert a["status"] == "finished" and a["train_loss"] == b["train_loss"] and a["sam"] == b["sam"]
     assert two["interpolation"] and two["correlations"]["sam"] == one["correlations"]["sam"]
+
+
+def test_two_process_connection_and_evaluation_match_one_process(tmp_path, capsys):
+    """Path points, the bend's data-parallel training, AutoNEB's pivots and the plane under torchrun give
+    the single-process result; the resumable state is written by rank 0 and removed with the result."""
+    runs = [tmp_path / f"s{seed}" for seed in (0, 1)]
+    for seed, run in enumerate(runs):
+        assert main(["train", *SMALL, "--seed", str(seed), "--out", str(run)]) == 0
+    capsys.readouterr()
+    jobs = {"bezier": ["--curve", "bezier", "--curve-epochs", "4", "--curve-lr", "0.01", "--curve-batch-size", "64",
+                       "--plane-grid", "4"],
+            "autoneb": ["--curve", "autoneb", "--neb-cycles", "2", "--neb-steps", "5"]}
+    for port, (kind, extra) in zip((29547, 29548), jobs.items()):
+        args = ["analyze", str(runs[0]), "--connect", str(runs[1]), "--points", "9", *extra, "--json"]
+        out = _torchrun([*args, "--name", f"two-{kind}"], port)
+        assert out.returncode == 0, out.stderr[-2000:]
+        two = json.loads(out.stdout)
+        assert main([*args, "--name", f"one-{kind}"]) == 0
+        one = json.loads(capsys.readouterr().out)
+        for key in ("train_loss", "test_loss", "test_acc"):
+            assert two[key] == pytest.approx(one[key], rel=1e-5), key
+            assert two["linear"][key] == pytest.approx(one["linear"][key], rel=1e-5), key
+        assert two["ensemble"] == pytest.approx(one["ensemble"], rel=1e-6)
+        if kind == "bezier":
+            assert two["fitted"]["training_loss"] == pytest.approx(one["fitted"]["training_loss"], rel=1e-5)
+            assert two["plane"]["bend"] == pytest.approx(one["plane"]["bend"], rel=1e-5)
+        else:  # every pivot computed as by one process; only the segment evaluation is split
+            assert two["fitted"]["pivots"] == one["fitted"]["pivots"]
+            assert two["fitted"]["length"] == pytest.approx(one["fitted"]["length"], rel=1e-6)
+    names = sorted(p.name for p in (runs[0] / "analysis").rglob("*") if p.is_file())
+    assert not [n for n in names if n.endswith((".training.h5", ".autoneb.h5", ".tmp"))], names
+    args = ["analyze", str(runs[0]), "--json"]
+    out = _torchrun(args, 29549)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert main(args) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert json.loads(out.stdout)["evaluation"] == pytest.approx(one["evaluation"], rel=1e-5, abs=1e-6)
