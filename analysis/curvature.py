@@ -44,6 +44,7 @@ class CurvatureOptions:
     batch_size: int | None = None
     precision: str = "float32"
     product_method: str = "auto"
+    compile: bool = False               # torch.compile the forward-over-reverse Hessian-vector product
     tol: float = 1e-5                   # Lanczos: relative Ritz residual
     trace_rtol: float = 1e-2            # stop when stderr <= trace_rtol * |trace|
     max_probes: int = 1000
@@ -60,6 +61,8 @@ class CurvatureOptions:
             raise LandscapeError(f"--precision must be float32 or float64, got {self.precision!r}")
         if self.product_method not in ("auto", "double-backward", "forward-over-reverse"):
             raise LandscapeError("--product-method must be auto, double-backward or forward-over-reverse")
+        if self.compile and self.curvature != "hessian":
+            raise LandscapeError("--compile applies to Hessian-vector products (--curvature hessian)")
         if self.top_k < 0 or self.bottom_k < 0:
             raise LandscapeError("--top-k and --bottom-k must be >= 0")
         if not (self.tol > 0 and self.trace_rtol > 0):
@@ -73,7 +76,7 @@ class CurvatureOptions:
 
 def make_operator(objective: Objective, opts: CurvatureOptions):
     if opts.curvature == "hessian":
-        return HessianOperator(objective, method=opts.product_method)
+        return HessianOperator(objective, method=opts.product_method, compile=opts.compile)
     if opts.curvature == "ggn":
         return GGNOperator(objective)
     return FisherOperator(objective, kind=opts.fisher_type, seed=opts.seed)
@@ -155,6 +158,7 @@ def curvature_analysis(loaded: LoadedCheckpoint, opts: CurvatureOptions | None =
     result["products"] = op.num_products
     if isinstance(op, HessianOperator):
         result["product_method"] = op.method
+        result["product_calibration"] = dict(op.calibration)
     result["seconds"] = time.perf_counter() - t0
     return result
 

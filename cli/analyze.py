@@ -68,8 +68,10 @@ def describe(step: int, result: dict) -> str:
             parts.append(f"trace {layer['trace']['estimate']:.4g}")
         lines.append(f"  layer {group} ({layer['parameters']} params): " + "; ".join(parts))
     if "products" in result:
+        compiled = result.get("product_calibration", {}).get("compile_seconds")
         lines.append(f"  {result['products']} products in {result['seconds']:.2f} s"
-                     + (f" ({result['product_method']})" if "product_method" in result else ""))
+                     + (f" ({result['product_method']})" if "product_method" in result else "")
+                     + (f", of which {compiled:.1f} s compiling" if compiled else ""))
     return "\n".join(lines)
 
 
@@ -106,6 +108,9 @@ Examples:
 @click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @click.option("--product-method", type=click.Choice(["auto", "double-backward", "forward-over-reverse"]),
               default="auto", show_default=True, help="Hessian-vector product method (auto: fastest, measured).")
+@click.option("--compile", "compile_products", is_flag=True,
+              help="torch.compile the forward-over-reverse Hessian-vector product (compiles once, seconds; "
+                   "auto keeps it only if it is the faster method).")
 @click.option("--tol", type=float, default=1e-5, show_default=True, help="Lanczos relative residual tolerance.")
 @click.option("--trace-rtol", type=float, default=1e-2, show_default=True,
               help="Stop trace probes when stderr <= RTOL * |trace|.")
@@ -166,8 +171,8 @@ Examples:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace, frobenius, diag, density,
-            per_layer, samples, batch_size, seed, precision, product_method, tol, trace_rtol, density_runs,
-            density_steps, backend, slice_dims, directions, norm, keep_biasbn, grid, xrange, y_range, y_grid,
+            per_layer, samples, batch_size, seed, precision, product_method, compile_products, tol, trace_rtol,
+            density_runs, density_steps, backend, slice_dims, directions, norm, keep_biasbn, grid, xrange, y_range, y_grid,
             between, bn, metrics, name, chunk_points, bf16, save_every, sharpness_names, sharpness_eps, sharpness_rho, sharpness_m, connect_to, curve, align, points, curve_epochs,
             curve_optimizer, curve_lr, curve_batch_size, ensemble_points, plane_grid, neb_cycles, neb_steps, neb_lr,
             device, as_json):
@@ -224,7 +229,7 @@ def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace,
     opts = CurvatureOptions(curvature=curvature, fisher_type=fisher_type, top_k=top_k, bottom_k=bottom_k,
                             trace=trace, frobenius=frobenius, diag=diag, density=density, per_layer=per_layer,
                             seed=seed, batch_size=batch_size, precision=precision, product_method=product_method,
-                            tol=tol, trace_rtol=trace_rtol, density_runs=density_runs, density_steps=density_steps)
+                            compile=compile_products, tol=tol, trace_rtol=trace_rtol, density_runs=density_runs, density_steps=density_steps)
     opts.validate()
     if batch_size is not None and batch_size <= 0:
         raise LandscapeError(f"--batch-size must be positive, got {batch_size}")

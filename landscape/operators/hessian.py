@@ -8,6 +8,10 @@ Two exact ways, chosen per device by measurement (``method="auto"``), the other 
   backward pass through the gradient graph and no new forward pass.
 - ``forward-over-reverse``: H v = jvp(grad L)(theta; v) with ``torch.func`` (keeps no graph).
 
+``compile=True`` runs the forward-over-reverse product through ``torch.compile`` (Inductor fuses
+the elementwise work of the forward, backward and tangent passes); the compile time, paid once per
+batch shape, is reported as ``calibration["compile_seconds"]``.
+
 Calibration (``method="auto"``) times both methods once on a slice of the first batch and keeps
 the faster; the choice is memoized per architecture, batch shape and device. The first product
 block of four or more columns is split to time looping against batching (``is_grads_batched`` /
@@ -52,11 +56,13 @@ def _elapsed(fn, device: torch.device) -> float:
 
 class HessianOperator(CurvatureOperator):
     def __init__(self, objective: Objective, method: str = "auto", cache: str | bool = "auto",
-                 batched: str | bool = "auto"):
+                 batched: str | bool = "auto", compile: bool = False):
         super().__init__(objective)
         if method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}")
         self.method = method
+        self.compile = compile
+        self._compiled = None  # the compiled one-vector product, made on first use
         self.cache = cache
         self.batched = batched
         self.calibration: dict[str, float] = {}  # seconds per column product, by method / strategy
@@ -64,7 +70,7 @@ class HessianOperator(CurvatureOperator):
         self._graph_bytes: int | None = None
 
     def _options(self) -> dict:
-        return {"method": self.method, "cache": self.cache, "batched": self.batched}
+        return {"method": self.method, "cache": self.cache, "batched": self.batched, "compile": self.compile}
 
     # --- double backward ---------------------------------------------------------------------------
     def _graph(self, b: int) -> tuple[tuple, bool]:
@@ -105,16 +111,48 @@ class HessianOperator(CurvatureOperator):
     def _forward_over_reverse(self, b: int, rows: torch.Tensor, batched: bool) -> torch.Tensor:
         obj = self.objective
         x, y = obj.batches[b]
-        layout = obj.layout
-        gradient = grad(lambda th: obj.batch_loss(th, x, y))
-
-        def hvp(row: torch.Tensor) -> torch.Tensor:
-            return layout.flatten(jvp(gradient, (obj.theta,), (layout.unflatten(row),))[1])
-
         with obj.transformable():
+            if self.compile:
+                hvp = self._compiled_hvp()
+                return torch.stack([hvp(obj.theta, r, x, y) for r in rows])
+            gradient = grad(lambda th: obj.batch_loss(th, x, y))
+
+            def hvp(row: torch.Tensor) -> torch.Tensor:
+                return obj.layout.flatten(jvp(gradient, (obj.theta,), (obj.layout.unflatten(row),))[1])
+
             if batched:
                 return vmap(hvp)(rows)
             return torch.stack([hvp(r) for r in rows])
+
+    def _compiled_hvp(self):
+        """(theta, row, x, y) -> H_batch row through ``torch.compile``, one vector at a time (vmap and
+        varying column counts would each compile anew). The function gets a code object of its own
+        per operator, so every operator has its own compile cache (a few batch shapes each) instead
+        of sharing dynamo's per-code recompile limit with earlier operators. Compile time per new
+        batch shape is added to ``calibration["compile_seconds"]``."""
+        if self._compiled is None:
+            obj = self.objective
+
+            def hvp(theta: dict, row: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                gradient = grad(lambda th: obj.batch_loss(th, x, y))
+                return obj.layout.flatten(jvp(gradient, (theta,), (obj.layout.unflatten(row),))[1])
+
+            hvp.__code__ = hvp.__code__.replace()
+            compiled = torch.compile(hvp)
+            seen: set[tuple] = set()
+
+            def call(theta, row, x, y):
+                if tuple(x.shape) in seen:
+                    return compiled(theta, row, x, y)
+                t0 = time.perf_counter()
+                out = compiled(theta, row, x, y)
+                seen.add(tuple(x.shape))
+                self.calibration["compile_seconds"] = (self.calibration.get("compile_seconds", 0.0)
+                                                       + time.perf_counter() - t0)
+                return out
+
+            self._compiled = call
+        return self._compiled
 
     # --- products over all batches -----------------------------------------------------------------
     def _products(self, method: str, rows: torch.Tensor, batched: bool) -> torch.Tensor:
@@ -131,7 +169,7 @@ class HessianOperator(CurvatureOperator):
         obj = self.objective
         x, _ = obj.batches[0]
         return (type(obj.model).__name__, hash(repr(obj.model)), obj.layout.names, obj.layout.shapes,
-                tuple(x.shape), str(self.device), str(self.dtype), self.cache)
+                tuple(x.shape), str(self.device), str(self.dtype), self.cache, self.compile)
 
     def _calibrate(self) -> None:
         """Time both methods on a slice of the first batch (a quarter of it, 16 to CALIBRATION_SAMPLES
@@ -166,15 +204,22 @@ class HessianOperator(CurvatureOperator):
         db = _elapsed(product, self.device) if grads else 0.0
         self.calibration["double-backward"] = db if cached else db + build_s
         gradient = grad(lambda th: obj.batch_loss(th, x, y))
+        row = obj.layout.flatten(probe)
+
+        def fo_r() -> None:
+            if self.compile:
+                self._compiled_hvp()(obj.theta, row, x, y)
+            else:
+                jvp(gradient, (obj.theta,), (probe,))
+
         try:
             with obj.transformable():
-                jvp(gradient, (obj.theta,), (probe,))  # warm-up of the functorch transforms
-                self.calibration["forward-over-reverse"] = _elapsed(
-                    lambda: jvp(gradient, (obj.theta,), (probe,)), self.device)
+                fo_r()  # warm-up of the functorch transforms (and the compiler, timed apart)
+                self.calibration["forward-over-reverse"] = _elapsed(fo_r, self.device)
         except RuntimeError:  # an operator without a forward-mode rule: keep the fallback
             self.calibration["forward-over-reverse"] = float("inf")
         self.method = min(("double-backward", "forward-over-reverse"), key=self.calibration.__getitem__)
-        _CHOICES[key] = (self.method, dict(self.calibration))
+        _CHOICES[key] = (self.method, {k: v for k, v in self.calibration.items() if k != "compile_seconds"})
 
     def _matmat_rows(self, rows: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
@@ -186,7 +231,7 @@ class HessianOperator(CurvatureOperator):
 
     def _columns(self, rows: torch.Tensor) -> torch.Tensor:
         """Products for several columns: loop or batch, the choice measured once on real columns."""
-        if isinstance(self.batched, bool) or rows.shape[0] < 4:
+        if isinstance(self.batched, bool) or rows.shape[0] < 4 or (self.compile and self.method != "double-backward"):
             return self._products(self.method, rows, self.batched is True)
         loop_key, batch_key = f"{self.method}:loop", f"{self.method}:batched"
         if batch_key in self.calibration:
