@@ -79,6 +79,10 @@ def test_compiled_hessian_products_equal_dense(case):
     v = torch.randn(3, case["obj"].dim, dtype=torch.float64)
     assert torch.allclose(auto._matmat_rows(v), v @ case["dense"], rtol=0, atol=1e-10 * case["dense"].abs().max())
     assert {"double-backward", "forward-over-reverse"} <= set(auto.calibration)
+    other = Objective(torch.nn.Sequential(torch.nn.Linear(40, 6), torch.nn.Tanh(), torch.nn.Linear(6, 10)),
+                      case["ds"].x_train[:100], case["ds"].y_train[:100], dtype=torch.float64, batch_size=64)
+    compiled = HessianOperator(other, method="forward-over-reverse", compile=True).to_dense()
+    assert torch.allclose(compiled, HessianOperator(other).to_dense(), rtol=0, atol=1e-12)
 
 
 def test_lanczos_top5_and_most_negative(case):

@@ -138,7 +138,7 @@ class HessianOperator(CurvatureOperator):
                 return obj.layout.flatten(jvp(gradient, (theta,), (obj.layout.unflatten(row),))[1])
 
             hvp.__code__ = hvp.__code__.replace()
-            compiled = torch.compile(hvp)
+            compiled = torch.compile(hvp, dynamic=False)  # symbolic shapes break jvp (make_dual)
             seen: set[tuple] = set()
 
             def call(theta, row, x, y):
