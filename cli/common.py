@@ -21,6 +21,7 @@ TRAINING_FLAGS = {
     "eval_every": ("training", "eval_every"), "checkpoint_every": ("training", "checkpoint_every"),
     "track_curvature_every": ("training", "track_curvature_every"), "track_trace": ("training", "track_trace"),
     "track_samples": ("training", "track_samples"), "bf16": ("training", "bf16"),
+    "sync_bn": ("training", "sync_batchnorm"),
 }
 
 
@@ -52,6 +53,9 @@ def training_options(fn: Callable) -> Callable:
                      help="Training samples of the tracked Hessian (a fixed seeded subset) [default: 2048]."),
         click.option("--bf16", is_flag=True, default=None,
                      help="Training forward passes under bfloat16 autocast (for GPUs; evaluation stays float32)."),
+        click.option("--sync-bn", is_flag=True, default=None,
+                     help="Under torchrun on GPUs: BatchNorm batch statistics over the global batch (SyncBatchNorm) "
+                          "instead of each process's share."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False),
                      help="TOML file with [data], [model], [optimizer], [training] tables."),
         click.option("--set", "assignments", multiple=True, metavar="SECTION.KEY=VALUE",

@@ -48,6 +48,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "track_trace": False,           # also its trace (Hutchinson / GGN control variate)
     "track_samples": 2048,          # fixed seeded subset of the training set for the tracked Hessian
     "bf16": False,                  # forward passes of training steps under bfloat16 autocast (GPUs)
+    "sync_batchnorm": False,        # under torchrun on GPUs: BatchNorm statistics over the global batch
 }
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -147,8 +148,9 @@ def normalize(config: Mapping[str, Any]) -> dict[str, Any]:
     training["checkpoint_every"] = _positive_int(training["checkpoint_every"], "--checkpoint-every")
     training["track_curvature_every"] = _positive_int(training["track_curvature_every"], "--track-curvature-every")
     training["track_samples"] = _positive_int(training["track_samples"], "--track-samples", allow_none=False)
-    if not isinstance(training["bf16"], bool):
-        raise LandscapeError(f"bf16 must be true or false, got {training['bf16']!r}")
+    for flag in ("bf16", "sync_batchnorm"):
+        if not isinstance(training[flag], bool):
+            raise LandscapeError(f"{flag} must be true or false, got {training[flag]!r}")
     if not isinstance(training["track_trace"], bool):
         raise LandscapeError(f"track_trace must be true or false, got {training['track_trace']!r}")
     seed = training["seed"]

@@ -26,7 +26,7 @@ from landscape import distributed
 from landscape.devices import resolve_device
 from landscape.errors import LandscapeError, TrainingDiverged
 from landscape.losses import evaluate, get_loss
-from landscape.models import count_parameters, normalize_spec
+from landscape.models import count_parameters, has_batchnorm, normalize_spec
 from landscape.options import accepted_options
 from landscape.runs import Checkpoint, Run
 from landscape.seeding import capture_rng_state, restore_rng_state, seed_everything
@@ -220,6 +220,11 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
     loss_fn = get_loss(training["loss"])
     base_lr = float(cfg["optimizer"]["lr"])
     total = exp.total_steps
+    if training["bf16"] and entry.needs_model:
+        raise LandscapeError(f"--bf16 applies to closure-driven optimizers; {cfg['optimizer']['name']!r} evaluates "
+                             "the model itself")
+    # wrapped (and checked) before anything is written: a refused combination leaves no run folder
+    ddp = None if local else _data_parallel(exp.model, entry, training, cfg["optimizer"])
 
     track_every = training["track_curvature_every"]
     tracker = None
@@ -254,10 +259,6 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
     x, y, n = exp.dataset.x_train, exp.dataset.y_train, exp.dataset.num_train
     batch_size, seed = training["batch_size"], training["seed"]
     model, optimizer = exp.model, exp.optimizer
-    ddp = None if local else _data_parallel(model, entry, training, cfg["optimizer"])
-    if training["bf16"] and entry.needs_model:
-        raise LandscapeError(f"--bf16 applies to closure-driven optimizers; {cfg['optimizer']['name']!r} evaluates "
-                             "the model itself")
     model.train()
     schedule = _schedule_args(training)
     every = training["eval_every"]
@@ -350,6 +351,12 @@ def _data_parallel(model: torch.nn.Module, entry, training: Mapping[str, Any],
         raise LandscapeError(f"--batch-size {training['batch_size']} is smaller than the {size} processes")
     if optimizer.get("m"):
         raise LandscapeError("SAM's m-sharpness (m) does not run under torchrun")
+    if training["sync_batchnorm"] and has_batchnorm(model):
+        if next(model.parameters()).device.type != "cuda":
+            raise LandscapeError("--sync-bn needs GPUs (torch's SyncBatchNorm runs on CUDA devices only); "
+                                 "without it each process normalises with the statistics of its share of the batch")
+        # in place for the children (the same Parameter and buffer objects), so optimizer and checkpoints still see them
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return torch.nn.parallel.DistributedDataParallel(model)
 
 

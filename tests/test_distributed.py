@@ -57,6 +57,11 @@ def test_two_process_training_follows_one_process_and_resumes_with_one(tmp_path,
     refused = _torchrun(["train", "--optimizer", "curveball", "--samples", "100", "--epochs", "1", "--out",
                          str(tmp_path / "cb")], 29546)
     assert refused.returncode != 0 and "does not run under torchrun" in refused.stderr
+    assert not (tmp_path / "cb").exists()
+    refused = _torchrun([*base, "--set", "model.batchnorm=true", "--sync-bn", "--epochs", "1", "--out",
+                         str(tmp_path / "sync")], 29546)
+    assert refused.returncode != 0 and "--sync-bn needs GPUs" in refused.stderr
+    assert not (tmp_path / "sync").exists()
 
 
 def run_metrics(path):
