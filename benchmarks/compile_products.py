@@ -30,7 +30,7 @@ from landscape.objective import Objective
 from landscape.operators import HessianOperator
 
 warnings.filterwarnings("ignore")
-RESULTS = Path(__file__).parent / "results" / "compile_products.json"
+RESULTS = Path(__file__).parent / "results"
 
 
 def setup(name: str, device: torch.device, resnet_samples: int):
@@ -110,8 +110,8 @@ def main() -> None:
               + f"; deviation from eager {row['compiled_max_relative_deviation']:.1e} (double backward vs "
               f"forward-over-reverse: {row['eager_methods_max_relative_deviation']:.1e})", flush=True)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"device": device_name, "threads": args.threads, "torch": torch.__version__,
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"compile_products_{device.type}.json").write_text(json.dumps({"device": device_name, "threads": args.threads, "torch": torch.__version__,
                                    "rows": rows}, indent=1))
 
 

@@ -269,7 +269,8 @@ def main():
                       f"PyHessian {p['seconds']:.3f} s / {p['products']} products (err {p['error']:.1e}); "
                       f"speed-up {row['speedup']:.1f}x; product/gradient: ours "
                       f"{row['ours_product_s'] / r['gradient_s']:.2f}, PyHessian "
-                      f"{row['pyhessian_product_s'] / r['gradient_s']:.2f}")
+                      f"{row['pyhessian_product_s'] / r['gradient_s']:.2f}; Hessian-vector products per second: "
+                      f"ours {1 / row['ours_product_s']:.1f}, PyHessian {1 / row['pyhessian_product_s']:.1f}")
         if "top20" in r:
             o, p = r["top20"]["ours"], r["top20"]["pyhessian"]
             print(f"  top-20: ours {o['seconds']:.2f} s / {o['products']} products (max err {o['error']:.1e}); "

@@ -10,6 +10,10 @@ BFGS holds a dense 15,210^2 inverse Hessian here (1.9 GB), far beyond its intend
 timed anyway to show why ``bfgs`` refuses models above 4096 parameters by default.
 
     python benchmarks/optimizer_cost.py [--steps 100] [--repeats 5] [--json]
+    python benchmarks/optimizer_cost.py --model resnet20 --device cuda --optimizers sgd,momentum,curveball,kfac
+
+``--model resnet20``: CIFAR-shaped ResNet-20 (BatchNorm) on random data, batch 128; ``--device``
+times on that device (CUDA synchronised around every timed run).
 """
 
 from __future__ import annotations
@@ -38,9 +42,10 @@ SUITE = {
 }
 
 
-def measure(name: str, options: dict, ds, batches: list) -> tuple[float, float]:
+def measure(name: str, options: dict, model_name: str, shape, outputs: int, batches: list,
+            device: torch.device) -> tuple[float, float]:
     torch.manual_seed(0)
-    model = build_model("mlp", ds.input_shape, ds.output_dim)
+    model = build_model(model_name, shape, outputs).to(device)
     opt = build_optimizer({"name": name.split(" ")[0], **options}, model.parameters(), model=model,
                           loss="cross_entropy")
     calls = [0]
@@ -56,9 +61,13 @@ def measure(name: str, options: dict, ds, batches: list) -> tuple[float, float]:
         closure.batch_size = int(x.shape[0])
         closure.batch = (x, y)
         if step == 1:  # the first step allocates state: not timed
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             t0 = time.perf_counter()
             calls[0] = 0
         opt.step(closure)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     steps = len(batches) - 1
     return (time.perf_counter() - t0) / steps, calls[0] / steps
 
@@ -67,21 +76,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--model", default="mlp", choices=["mlp", "resnet20"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--optimizers", help="comma-separated subset of the suite (default: all; sgd is always timed)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    ds = load_dataset("mnist1d")
+    device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)
     batches = []
-    for _ in range(args.steps + 1):
-        idx = torch.randint(0, ds.num_train, (100,), generator=g)
-        batches.append((ds.x_train[idx], ds.y_train[idx]))
-    times = {n: [] for n in SUITE}
+    if args.model == "mlp":
+        ds = load_dataset("mnist1d")
+        shape, outputs, batch = ds.input_shape, ds.output_dim, 100
+        for _ in range(args.steps + 1):
+            idx = torch.randint(0, ds.num_train, (batch,), generator=g)
+            batches.append((ds.x_train[idx].to(device), ds.y_train[idx].to(device)))
+    else:
+        shape, outputs, batch = (3, 32, 32), 10, 128
+        for _ in range(args.steps + 1):
+            batches.append((torch.randn(batch, *shape, generator=g).to(device),
+                            torch.randint(0, outputs, (batch,), generator=g).to(device)))
+    suite = dict(SUITE) if not args.optimizers else {n: SUITE[n] for n in ["sgd", *args.optimizers.split(",")]}
+    if args.model != "mlp":
+        suite.pop("bfgs", None)  # a dense inverse Hessian of 272k parameters does not fit
+    times = {n: [] for n in suite}
     evals = {}
     for _ in range(args.repeats):
-        for name, options in SUITE.items():
+        for name, options in suite.items():
             steps = batches[:6] if name == "bfgs" else batches  # seconds per step: five are enough
-            seconds, per_step = measure(name, options, ds, steps)
+            seconds, per_step = measure(name, options, args.model, shape, outputs, steps, device)
             times[name].append(seconds)
             evals[name] = per_step
     base = statistics.median(times["sgd"])
@@ -90,7 +113,9 @@ def main() -> None:
     if args.json:
         print(json.dumps(results))
         return
-    print(f"MNIST-1D MLP (15,210 parameters), batch 100, median of {args.repeats} x {args.steps} steps, 1 thread")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "1 CPU thread"
+    title = "MNIST-1D MLP (15,210 parameters), batch 100" if args.model == "mlp" else "ResNet-20, CIFAR shape, batch 128"
+    print(f"{title}, median of {args.repeats} x {args.steps} steps, {where}")
     print("| optimizer | ms / step | x SGD | forward-backward passes / step |")
     print("|---|---|---|---|")
     for n, r in results.items():

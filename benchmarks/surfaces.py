@@ -44,6 +44,11 @@ from landscape.data import load_dataset
 from landscape.models import build_model
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def problem(name: str, resnet_samples: int):
     torch.manual_seed(0)
     if name == "mlp":
@@ -58,15 +63,18 @@ def problem(name: str, resnet_samples: int):
 
 def forward_limit(model, x) -> tuple[float, int]:
     """Seconds of one forward pass over x at the best batch size (median of 5), and that size."""
+    device = x.device
     best = (math.inf, 0)
     sizes = sorted({min(b, x.shape[0]) for b in (64, 128, 256, 512, 1024, 2048, x.shape[0])})
     with torch.no_grad():
         for bs in sizes:
             times = []
             for _ in range(6):
+                sync(device)
                 t0 = time.perf_counter()
                 for i in range(0, x.shape[0], bs):
                     model(x[i:i + bs])
+                sync(device)
                 times.append(time.perf_counter() - t0)
             best = min(best, (statistics.median(times[1:]), bs))
     return best
@@ -74,29 +82,33 @@ def forward_limit(model, x) -> tuple[float, int]:
 
 def ours(model, x, y, dx, dy, grid) -> tuple[float, np.ndarray, dict]:
     layout, w = dirs.flat_parameters(model)
+    sync(x.device)
     t0 = time.perf_counter()
     ev = GridEvaluator(model, "cross_entropy", layout.unflatten(w), [layout.unflatten(dx), layout.unflatten(dy)],
                        sample_input=x[:2])
-    plans = candidate_plans(model, x, grid.shape[0], x.shape[0], layout.dim, DEFAULT_MEMORY["cpu"])
+    plans = candidate_plans(model, x, grid.shape[0], x.shape[0], layout.dim, DEFAULT_MEMORY.get(x.device.type, DEFAULT_MEMORY["cpu"]))
     k, bs = fastest_plan(ev, plans, x, y, 2)
     batches = split_batches(x, y, bs)
-    coords = torch.as_tensor(grid, dtype=torch.float32)
+    coords = torch.as_tensor(grid, dtype=torch.float32, device=x.device)
     losses = []
     for start in range(0, grid.shape[0], k):
         s = ev.sums(coords[start:start + k], batches)
-        losses.append((s.loss / s.samples).numpy())
+        losses.append((s.loss / s.samples).cpu().numpy())
     return time.perf_counter() - t0, np.concatenate(losses), {"points_per_chunk": k, "batch": bs,
                                                                "affine_first_layer": ev.first is not None}
 
 
 def per_point(model, x, y, dx, dy, grid) -> tuple[float, np.ndarray]:
-    """Li et al.'s loop: set the weights, evaluate a DataLoader, one point at a time."""
+    """Li et al.'s loop: set the weights, evaluate a DataLoader, one point at a time (its data set lives
+    on the CPU and every batch is moved to the device, as in their ``evaluation.py``)."""
+    device = x.device
     net = copy.deepcopy(model).eval()
     layout, w = dirs.flat_parameters(net)
     params = [p for p in net.parameters() if p.requires_grad]
-    loader = DataLoader(TensorDataset(x, y), batch_size=128, shuffle=False)
+    loader = DataLoader(TensorDataset(x.cpu(), y.cpu()), batch_size=128, shuffle=False)
     criterion = torch.nn.CrossEntropyLoss()
     out = []
+    sync(device)
     t0 = time.perf_counter()
     for a, b in grid:
         with torch.no_grad():
@@ -105,6 +117,7 @@ def per_point(model, x, y, dx, dy, grid) -> tuple[float, np.ndarray]:
         total, correct, n = 0.0, 0, 0
         with torch.no_grad():
             for inputs, targets in loader:
+                inputs, targets = inputs.to(device), targets.to(device)
                 outputs = net(inputs)
                 total += criterion(outputs, targets).item() * targets.shape[0]
                 correct += outputs.max(1)[1].eq(targets).sum().item()
@@ -120,12 +133,14 @@ def loss_landscapes_plane(model, x, y, steps: int) -> tuple[float, str]:
     metric = loss_landscapes.metrics.Loss(torch.nn.CrossEntropyLoss(), x, y)
     for norm in ("filter", "layer"):  # its filter normalisation divides by zero on some models (ResNet-20)
         torch.manual_seed(0)
+        sync(x.device)
         t0 = time.perf_counter()
         try:
             loss_landscapes.random_plane(copy.deepcopy(model), metric, distance=1, steps=steps, normalization=norm,
                                          deepcopy_model=True)
         except ZeroDivisionError:
             continue
+        sync(x.device)
         return time.perf_counter() - t0, norm
     raise RuntimeError("loss-landscapes failed with both normalisations")
 
@@ -137,17 +152,20 @@ def main() -> None:
     parser.add_argument("--resnet-samples", type=int, default=128)
     parser.add_argument("--baseline-points", type=int, default=121)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--save")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     results = {}
     for name in args.models.split(","):
         model, x, y = problem(name, args.resnet_samples)
+        model, x, y = model.to(device), x.to(device), y.to(device)
         layout, w = dirs.flat_parameters(model)
         g = torch.Generator().manual_seed(0)
-        dx, dy = (dirs.normalize(dirs.gaussian(layout, g), w, layout, "filter") for _ in range(2))
+        dx, dy = (dirs.normalize(dirs.gaussian(layout, g).to(device), w, layout, "filter") for _ in range(2))
         axis = np.linspace(-1, 1, args.grid)
         grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
         npoints = grid.shape[0]
@@ -187,7 +205,8 @@ def main() -> None:
                   f"max rel. difference {agree:.1e}", flush=True)
     if args.save:
         with open(args.save, "w") as fh:
-            json.dump({"threads": args.threads, "torch": torch.__version__, "results": results}, fh, indent=1)
+            json.dump({"threads": args.threads, "torch": torch.__version__, "results": results,
+                       "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"}, fh, indent=1)
     if args.json:
         print(json.dumps(results))
         return

@@ -1,0 +1,131 @@
+"""Scaling of the same CLI commands from 1 to N processes under torchrun (one thread per process).
+
+Each job is run with ``python -m torch.distributed.run --nproc-per-node P -m landscape ...`` for every
+P in ``--procs`` (P = 1 is the plain single-process command), rounds interleaved, medians reported.
+Speed-up S_P = T_1 / T_P and efficiency S_P / P. The wall time includes process start-up, data
+generation and checkpoint loading (what a user waits for); ``--json`` results also record whether
+the results agree with one process.
+
+Jobs (MNIST-1D, 4000 training samples):
+
+- ``train``:   conv1d CNN, Adam, batch 256, 3 epochs (DistributedDataParallel);
+- ``top-k``:   top-5 Hessian eigenvalues + Hutchinson trace of the trained CNN (data sharded);
+- ``surface``: 31 x 31 filter-normalised random plane around the trained CNN (grid points split);
+- ``connect``: Bezier curve between two trained MLPs, 5 epochs of bend training (data parallel),
+               41 path points (split).
+
+    python benchmarks/scaling.py [--procs 1,2] [--rounds 3] [--jobs train,top-k,surface,connect]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+PORT = 29611
+
+
+def landscape(args: list[str], procs: int, env: dict) -> tuple[float, str]:
+    global PORT
+    if procs == 1:
+        cmd = [sys.executable, "-m", "landscape", *args]
+    else:
+        PORT += 1
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(procs),
+               "--master-port", str(PORT), "-m", "landscape", *args]
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+    return seconds, out.stdout
+
+
+def jobs(root: Path) -> dict[str, callable]:
+    cnn = ["--samples", "4000", "--model", "conv1d", "--optimizer", "adam", "--lr", "0.01", "--batch-size", "256",
+           "--epochs", "3", "-q"]
+    mlp = ["--samples", "4000", "--optimizer", "adam", "--lr", "0.01", "--batch-size", "128", "--epochs", "3", "-q"]
+
+    def train(tag):
+        shutil.rmtree(root / f"train-{tag}", ignore_errors=True)
+        return ["train", *cnn, "--out", str(root / f"train-{tag}"), "--json"]
+
+    def top_k(tag):
+        return ["analyze", str(root / "cnn"), "--top-k", "5", "--trace", "--json"]
+
+    def surface(tag):
+        return ["analyze", str(root / "cnn"), "--slice", "2d", "--grid", "31", "--name", f"s-{tag}", "--json"]
+
+    def connect(tag):
+        return ["analyze", str(root / "mlp0"), "--connect", str(root / "mlp1"), "--curve", "bezier",
+                "--curve-epochs", "5", "--curve-lr", "0.01", "--name", f"c-{tag}", "--json"]
+
+    setup = [["train", *cnn, "--out", str(root / "cnn")], ["train", *mlp, "--out", str(root / "mlp0")],
+             ["train", *mlp, "--seed", "1", "--out", str(root / "mlp1")]]
+    return {"train": train, "top-k": top_k, "surface": surface, "connect": connect}, setup
+
+
+def summary(name: str, stdout: str):
+    """The numbers to compare between process counts."""
+    view = json.loads(stdout)
+    if name == "train":
+        return [view["train_loss"], view["test_loss"]]
+    if name == "top-k":
+        return view["eigenvalues"] + [view["trace"]["estimate"]]
+    if name == "surface":
+        return view["train_loss"][len(view["train_loss"]) // 2][:5]
+    return [view["barrier"], view["fitted"]["training_loss"][-1]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--procs", default="1,2")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--jobs", default="train,top-k,surface,connect")
+    args = parser.parse_args()
+    procs = [int(p) for p in args.procs.split(",")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    root = Path(tempfile.mkdtemp(prefix="landscape-scaling-"))
+    table, setup = jobs(root)
+    for command in setup:
+        landscape(command, 1, env)
+    selected = args.jobs.split(",")
+    times: dict[str, dict[int, list[float]]] = {j: {p: [] for p in procs} for j in selected}
+    values: dict[str, dict[int, list]] = {j: {} for j in selected}
+    for r in range(args.rounds):
+        for job in selected:
+            for p in procs:
+                seconds, stdout = landscape(table[job](f"{p}-{r}"), p, env)
+                times[job][p].append(seconds)
+                values[job][p] = summary(job, stdout)
+    rows = []
+    for job in selected:
+        t1 = statistics.median(times[job][procs[0]])
+        for p in procs:
+            tp = statistics.median(times[job][p])
+            ref, got = values[job][procs[0]], values[job][p]
+            deviation = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(ref, got))
+            rows.append({"job": job, "processes": p, "seconds": tp, "speedup": t1 / tp,
+                         "efficiency": t1 / tp / (p / procs[0]), "max_relative_deviation": deviation,
+                         "rounds": times[job][p]})
+            print(f"{job:8s} {p} process(es): {tp:7.1f} s  speed-up {t1 / tp:4.2f}  efficiency "
+                  f"{100 * t1 / tp / (p / procs[0]):5.1f}%  deviation from {procs[0]}: {deviation:.1e}", flush=True)
+    import torch
+
+    RESULTS.mkdir(exist_ok=True)
+    kind = "cuda" if torch.cuda.is_available() else "cpu"  # the commands' --device auto
+    (RESULTS / f"scaling_{kind}.json").write_text(json.dumps({"cpu_count": os.cpu_count(), "threads_per_process": 1, "rows": rows}, indent=1))
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
