@@ -63,6 +63,7 @@ from .loading import LoadedCheckpoint
 SURFACE_FORMAT = "landscape.surface"
 DIRECTIONS = ("random", "filter", "pca", "eigen")
 SPLITS = ("train", "test")
+ROUND_SECONDS = 1.0  # several processes: the length of a round of chunks between two gathers on rank 0
 DEFAULT_MEMORY = {"cpu": 16 * 2**20, "cuda": 2 * 2**30}  # CPU: stay near the caches
 
 
@@ -421,15 +422,23 @@ def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path |
                 out[f"{split}_acc"] = (sums.correct.double() / sums.samples).cpu().numpy()
         return out
 
+    # Rounds: every rank evaluates per_rank chunks (round-robin within the round), rank 0 gathers and
+    # stores them. Several processes start at one chunk per rank and then size the rounds to about
+    # ROUND_SECONDS (rank 0's measurement, broadcast), so the ranks synchronise rarely; one process
+    # takes one chunk per round (progress after every chunk, no collective to amortise).
     size, me = distributed.world_size(), distributed.rank()
-    for start in range(0, len(missing), size):  # one chunk per rank per round, gathered on rank 0
-        mine = missing[start + me] if start + me < len(missing) else None
-        gathered = distributed.gather((mine, evaluate_chunk(mine) if mine is not None else None))
+    position, per_rank = 0, 1
+    while position < len(missing):
+        round_chunks = missing[position:position + per_rank * size]
+        position += len(round_chunks)
+        started = time.monotonic()
+        gathered = distributed.gather([(c, evaluate_chunk(c)) for c in round_chunks[me::size]])
+        if size > 1:
+            elapsed = time.monotonic() - started
+            per_rank = distributed.broadcast(min(1024, max(1, round(per_rank * ROUND_SECONDS / max(elapsed, 1e-3)))))
         if not distributed.is_main():
             continue
-        for c, out in gathered:
-            if c is None:
-                continue
+        for c, out in (pair for rank_results in gathered for pair in rank_results):
             for m in metrics:
                 values[m][c * chunk:(c + 1) * chunk] = out[m]
             pending.append(np.arange(c * chunk, min((c + 1) * chunk, npoints)))
