@@ -2,7 +2,9 @@
 
 Each job is run with ``python -m torch.distributed.run --nproc-per-node P -m landscape ...`` for every
 P in ``--procs`` (P = 1 is the plain single-process command), rounds interleaved, medians reported.
-Speed-up S_P = T_1 / T_P and efficiency S_P / P. The wall time includes process start-up, data
+Speed-up S_P = T_1 / T_P and efficiency S_P / P. The machine's own ceiling is measured alongside:
+P independent copies of the single-process command started together (throughput ceiling
+P T_1 / T_copies: what P processes can gain at best when they share memory bandwidth and caches). The wall time includes process start-up, data
 generation and checkpoint loading (what a user waits for); ``--json`` results also record whether
 the results agree with one process.
 
@@ -48,6 +50,18 @@ def landscape(args: list[str], procs: int, env: dict) -> tuple[float, str]:
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
     return seconds, out.stdout
+
+
+def copies(commands: list[list[str]], env: dict) -> float:
+    """Wall seconds of the single-process commands run side by side."""
+    t0 = time.perf_counter()
+    running = [subprocess.Popen([sys.executable, "-m", "landscape", *c], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, env=env) for c in commands]
+    for proc in running:
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"a copy failed:\n{err[-3000:]}")
+    return time.perf_counter() - t0
 
 
 def jobs(root: Path) -> dict[str, callable]:
@@ -100,6 +114,7 @@ def main() -> None:
         landscape(command, 1, env)
     selected = args.jobs.split(",")
     times: dict[str, dict[int, list[float]]] = {j: {p: [] for p in procs} for j in selected}
+    ceiling: dict[str, dict[int, list[float]]] = {j: {p: [] for p in procs if p > 1} for j in selected}
     values: dict[str, dict[int, list]] = {j: {} for j in selected}
     for r in range(args.rounds):
         for job in selected:
@@ -107,6 +122,8 @@ def main() -> None:
                 seconds, stdout = landscape(table[job](f"{p}-{r}"), p, env)
                 times[job][p].append(seconds)
                 values[job][p] = summary(job, stdout)
+                if p > 1:
+                    ceiling[job][p].append(copies([table[job](f"copy{k}-{p}-{r}") for k in range(p)], env))
     rows = []
     for job in selected:
         t1 = statistics.median(times[job][procs[0]])
@@ -114,11 +131,13 @@ def main() -> None:
             tp = statistics.median(times[job][p])
             ref, got = values[job][procs[0]], values[job][p]
             deviation = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(ref, got))
+            best = p * t1 / statistics.median(ceiling[job][p]) if p > 1 else 1.0
             rows.append({"job": job, "processes": p, "seconds": tp, "speedup": t1 / tp,
-                         "efficiency": t1 / tp / (p / procs[0]), "max_relative_deviation": deviation,
-                         "rounds": times[job][p]})
+                         "efficiency": t1 / tp / (p / procs[0]), "ceiling_speedup": best,
+                         "max_relative_deviation": deviation, "rounds": times[job][p]})
             print(f"{job:8s} {p} process(es): {tp:7.1f} s  speed-up {t1 / tp:4.2f}  efficiency "
-                  f"{100 * t1 / tp / (p / procs[0]):5.1f}%  deviation from {procs[0]}: {deviation:.1e}", flush=True)
+                  f"{100 * t1 / tp / (p / procs[0]):5.1f}%  (machine ceiling: {best:4.2f})  deviation from "
+                  f"{procs[0]}: {deviation:.1e}", flush=True)
     import torch
 
     RESULTS.mkdir(exist_ok=True)
