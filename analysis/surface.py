@@ -390,6 +390,7 @@ def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path |
     vectors = [v.to(device=device, dtype=dtype) for v in setup["vectors"]]
     buffer_vectors = [{n: t.to(device) for n, t in b.items()} for b in setup["buffer_vectors"]]
     info, trajectory, values, missing = setup["info"], setup["trajectory"], setup["values"], setup["missing"]
+    info = {**info, "points_per_chunk": chunk, "batch_size": batch}  # the evaluation plan, for the record
     grid = (np.stack(np.meshgrid(xs, ys, indexing="ij"), -1).reshape(-1, 2) if ys is not None else xs[:, None])
     npoints = grid.shape[0]
     shape = (len(xs),) if ys is None else (len(xs), len(ys))

@@ -6,13 +6,14 @@ Speed-up S_P = T_1 / T_P and efficiency S_P / P. The machine's own ceiling is me
 P independent copies of the single-process command started together (throughput ceiling
 P T_1 / T_copies: what P processes can gain at best when they share memory bandwidth and caches). The wall time includes process start-up, data
 generation and checkpoint loading (what a user waits for); ``--json`` results also record whether
-the results agree with one process.
+the results agree with one process. The command's own "seconds" (training loop, surface, analysis:
+no start-up, data loading or file writing) is reported too as "compute".
 
 Jobs (MNIST-1D, 4000 training samples):
 
 - ``train``:   conv1d CNN, Adam, batch 256, 3 epochs (DistributedDataParallel);
 - ``top-k``:   top-5 Hessian eigenvalues + Hutchinson trace of the trained CNN (data sharded);
-- ``surface``: 31 x 31 filter-normalised random plane around the trained CNN (grid points split);
+- ``surface``: 41 x 41 filter-normalised random plane around the trained CNN (grid points split);
 - ``connect``: Bezier curve between two trained MLPs, 5 epochs of bend training (data parallel),
                41 path points (split).
 
@@ -77,7 +78,7 @@ def jobs(root: Path) -> dict[str, callable]:
         return ["analyze", str(root / "cnn"), "--top-k", "5", "--trace", "--json"]
 
     def surface(tag):
-        return ["analyze", str(root / "cnn"), "--slice", "2d", "--grid", "31", "--name", f"s-{tag}", "--json"]
+        return ["analyze", str(root / "cnn"), "--slice", "2d", "--grid", "41", "--name", f"s-{tag}", "--json"]
 
     def connect(tag):
         return ["analyze", str(root / "mlp0"), "--connect", str(root / "mlp1"), "--curve", "bezier",
@@ -114,6 +115,7 @@ def main() -> None:
         landscape(command, 1, env)
     selected = args.jobs.split(",")
     times: dict[str, dict[int, list[float]]] = {j: {p: [] for p in procs} for j in selected}
+    compute: dict[str, dict[int, list[float]]] = {j: {p: [] for p in procs} for j in selected}
     ceiling: dict[str, dict[int, list[float]]] = {j: {p: [] for p in procs if p > 1} for j in selected}
     values: dict[str, dict[int, list]] = {j: {} for j in selected}
     for r in range(args.rounds):
@@ -121,22 +123,27 @@ def main() -> None:
             for p in procs:
                 seconds, stdout = landscape(table[job](f"{p}-{r}"), p, env)
                 times[job][p].append(seconds)
+                compute[job][p].append(json.loads(stdout)["seconds"])
                 values[job][p] = summary(job, stdout)
                 if p > 1:
                     ceiling[job][p].append(copies([table[job](f"copy{k}-{p}-{r}") for k in range(p)], env))
     rows = []
     for job in selected:
         t1 = statistics.median(times[job][procs[0]])
+        c1 = statistics.median(compute[job][procs[0]])
         for p in procs:
             tp = statistics.median(times[job][p])
+            cp = statistics.median(compute[job][p])
             ref, got = values[job][procs[0]], values[job][p]
             deviation = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(ref, got))
             best = p * t1 / statistics.median(ceiling[job][p]) if p > 1 else 1.0
             rows.append({"job": job, "processes": p, "seconds": tp, "speedup": t1 / tp,
                          "efficiency": t1 / tp / (p / procs[0]), "ceiling_speedup": best,
+                         "compute_seconds": cp, "compute_speedup": c1 / cp,
                          "max_relative_deviation": deviation, "rounds": times[job][p]})
             print(f"{job:8s} {p} process(es): {tp:7.1f} s  speed-up {t1 / tp:4.2f}  efficiency "
-                  f"{100 * t1 / tp / (p / procs[0]):5.1f}%  (machine ceiling: {best:4.2f})  deviation from "
+                  f"{100 * t1 / tp / (p / procs[0]):5.1f}%  (machine ceiling: {best:4.2f}); compute {cp:6.1f} s, "
+                  f"speed-up {c1 / cp:4.2f}; deviation from "
                   f"{procs[0]}: {deviation:.1e}", flush=True)
     import torch
 
