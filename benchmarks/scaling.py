@@ -11,13 +11,15 @@ no start-up, data loading or file writing) is reported too as "compute".
 
 Jobs (MNIST-1D, 4000 training samples):
 
-- ``train``:   conv1d CNN, Adam, batch 256, 3 epochs (DistributedDataParallel);
+- ``train``:   conv1d CNN (5k parameters), Adam, batch 256, 3 epochs (DistributedDataParallel): steps
+               of a few milliseconds, where the gradient all-reduce's latency shows;
+- ``train-wide``: MLP 2 x 1024 (1.1M parameters), batch 512, 10 epochs: compute-bound steps;
 - ``top-k``:   top-5 Hessian eigenvalues + Hutchinson trace of the trained CNN (data sharded);
 - ``surface``: 41 x 41 filter-normalised random plane around the trained CNN (grid points split);
-- ``connect``: Bezier curve between two trained MLPs, 5 epochs of bend training (data parallel),
-               41 path points (split).
+- ``connect``: Bezier curve between two trained 2 x 512 MLPs, 10 epochs of bend training at batch
+               512 (data parallel), 41 path points (split).
 
-    python benchmarks/scaling.py [--procs 1,2] [--rounds 3] [--jobs train,top-k,surface,connect]
+    python benchmarks/scaling.py [--procs 1,2] [--rounds 3] [--jobs train,train-wide,top-k,surface,connect]
 """
 
 from __future__ import annotations
@@ -68,11 +70,18 @@ def copies(commands: list[list[str]], env: dict) -> float:
 def jobs(root: Path) -> dict[str, callable]:
     cnn = ["--samples", "4000", "--model", "conv1d", "--optimizer", "adam", "--lr", "0.01", "--batch-size", "256",
            "--epochs", "3", "-q"]
-    mlp = ["--samples", "4000", "--optimizer", "adam", "--lr", "0.01", "--batch-size", "128", "--epochs", "3", "-q"]
+    mlp = ["--samples", "4000", "--optimizer", "adam", "--lr", "0.001", "--batch-size", "128", "--epochs", "3",
+           "--set", "model.widths=[512,512]", "-q"]
+    wide = ["--samples", "4000", "--optimizer", "adam", "--lr", "0.001", "--batch-size", "512", "--epochs", "10",
+            "--set", "model.widths=[1024,1024]", "-q"]
 
     def train(tag):
         shutil.rmtree(root / f"train-{tag}", ignore_errors=True)
         return ["train", *cnn, "--out", str(root / f"train-{tag}"), "--json"]
+
+    def train_wide(tag):
+        shutil.rmtree(root / f"wide-{tag}", ignore_errors=True)
+        return ["train", *wide, "--out", str(root / f"wide-{tag}"), "--json"]
 
     def top_k(tag):
         return ["analyze", str(root / "cnn"), "--top-k", "5", "--trace", "--json"]
@@ -82,17 +91,18 @@ def jobs(root: Path) -> dict[str, callable]:
 
     def connect(tag):
         return ["analyze", str(root / "mlp0"), "--connect", str(root / "mlp1"), "--curve", "bezier",
-                "--curve-epochs", "5", "--curve-lr", "0.01", "--name", f"c-{tag}", "--json"]
+                "--curve-epochs", "10", "--curve-batch-size", "512", "--curve-lr", "0.001", "--name", f"c-{tag}",
+                "--json"]
 
     setup = [["train", *cnn, "--out", str(root / "cnn")], ["train", *mlp, "--out", str(root / "mlp0")],
              ["train", *mlp, "--seed", "1", "--out", str(root / "mlp1")]]
-    return {"train": train, "top-k": top_k, "surface": surface, "connect": connect}, setup
+    return {"train": train, "train-wide": train_wide, "top-k": top_k, "surface": surface, "connect": connect}, setup
 
 
 def summary(name: str, stdout: str):
     """The numbers to compare between process counts."""
     view = json.loads(stdout)
-    if name == "train":
+    if name.startswith("train"):
         return [view["train_loss"], view["test_loss"]]
     if name == "top-k":
         return view["eigenvalues"] + [view["trace"]["estimate"]]
@@ -105,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--procs", default="1,2")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--jobs", default="train,top-k,surface,connect")
+    parser.add_argument("--jobs", default="train,train-wide,top-k,surface,connect")
     args = parser.parse_args()
     procs = [int(p) for p in args.procs.split(",")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -63,10 +63,9 @@ class Objective:
             raise LandscapeError(f"batch size must be positive, got {batch_size}")
         self.sharded = shard and distributed.world_size() > 1
         if self.sharded:  # this rank's contiguous block of samples; sums are all-reduced over the ranks
-            r, size = distributed.rank(), distributed.world_size()
-            lo, hi = r * n // size, (r + 1) * n // size
+            lo, hi = distributed.block(n)
             if hi == lo:
-                raise LandscapeError(f"{n} samples cannot be shared by {size} processes")
+                raise LandscapeError(f"{n} samples cannot be shared by {distributed.world_size()} processes")
             x, y = x[lo:hi], y[lo:hi]
         x, y = x.to(device), y.to(device)
         local = x.shape[0]
