@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 import click
 
+from landscape import distributed
+
 from landscape.optim.config import apply_assignments, load_config_file, merge
 
 # flag -> (section, key)
@@ -86,7 +88,10 @@ def stderr_is_tty() -> bool:
 
 
 def echo_err(message: str) -> None:
-    click.echo(message, err=True)
+    """A progress or information line on stderr; under torchrun from rank 0 only (errors are printed by
+    ``main`` on every rank)."""
+    if distributed.is_main():
+        click.echo(message, err=True)
 
 
 def print_json(obj: Any) -> None:

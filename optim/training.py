@@ -213,7 +213,8 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
         distributed.barrier()  # every rank has checked the folder before rank 0 creates anything
     exp = build_experiment(config)
     cfg, training = exp.config, exp.config["training"]
-    console = _Console(progress, log)
+    speaks = local or distributed.is_main()  # under DDP only rank 0 shows progress and log lines
+    console = _Console(progress and speaks, log if speaks else None)
     entry = get_entry(cfg["optimizer"]["name"])
     weight_decay = float(cfg["optimizer"].get("weight_decay") or 0.0)
     penalty = weight_decay if not entry.native_weight_decay else 0.0

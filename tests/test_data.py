@@ -23,6 +23,34 @@ def test_mnist1d_published_split_and_determinism():
     assert abs(float(torch.cat([ds.x_train, ds.x_test]).std()) - 1.0) < 1e-3  # standardised by the package
 
 
+def test_mnist1d_disk_cache_is_reused_and_rebuilt_when_damaged(tmp_path, monkeypatch):
+    """The generated arrays are cached as .npz under $LANDSCAPE_DATA: equal to a fresh generation,
+    read back without generating, regenerated when the file is damaged, skipped when unwritable."""
+    import mnist1d.data
+
+    from landscape.data import mnist1d as module
+
+    monkeypatch.setenv("LANDSCAPE_DATA", str(tmp_path / "cache"))
+    module._generate.cache_clear()
+    fresh = module._generate(200, 42, False)
+    files = list((tmp_path / "cache").glob("mnist1d-*-n200-s42-plain.npz"))
+    assert len(files) == 1 and not list((tmp_path / "cache").glob("*.tmp"))
+    calls = []
+    original = mnist1d.data.make_dataset
+    monkeypatch.setattr(mnist1d.data, "make_dataset", lambda args: calls.append(1) or original(args))
+    module._generate.cache_clear()
+    cached = module._generate(200, 42, False)
+    assert not calls and all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(fresh, cached))
+    files[0].write_bytes(b"not an npz file")
+    module._generate.cache_clear()
+    rebuilt = module._generate(200, 42, False)
+    assert calls == [1] and all(np.array_equal(a, b) for a, b in zip(fresh, rebuilt))
+    monkeypatch.setenv("LANDSCAPE_DATA", str(files[0] / "not-a-folder"))  # cannot be created: no cache
+    module._generate.cache_clear()
+    assert all(np.array_equal(a, b) for a, b in zip(fresh, module._generate(200, 42, False)))
+    module._generate.cache_clear()
+
+
 def test_samples_subset_is_fixed_and_seeded():
     a = load_dataset("mnist1d", samples=100)
     b = load_dataset("mnist1d", samples=100)
