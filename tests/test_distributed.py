@@ -39,7 +39,7 @@ def _torchrun(args, port):
 
 def test_two_process_training_follows_one_process_and_resumes_with_one(tmp_path, capsys):
     """DistributedDataParallel at equal global batch: the same metrics (to float rounding); a run started
-    with two processes continues with one."""
+    with two processes continues with two, then with one."""
     base = ["train", "--samples", "300", "--set", "model.widths=[12]", "--batch-size", "50", "--optimizer",
             "momentum", "--lr", "0.05", "--device", "cpu", "-q"]
     out = _torchrun([*base, "--epochs", "3", "--out", str(tmp_path / "two"), "--json"], 29545)
@@ -51,6 +51,10 @@ def test_two_process_training_follows_one_process_and_resumes_with_one(tmp_path,
     step3 = one["step"].index(two["step"])
     for key in ("train_loss", "test_loss", "train_acc", "test_acc"):
         assert two[key] == pytest.approx(one[key][step3], rel=1e-5)
+    out = _torchrun([*base, "--epochs", "5", "--out", str(tmp_path / "two"), "--resume", "--json"], 29544)
+    assert out.returncode == 0, out.stderr[-2000:]
+    resumed = json.loads(out.stdout)  # two processes resumed by two
+    assert resumed["train_loss"] == pytest.approx(one["train_loss"][one["step"].index(resumed["step"])], rel=1e-5)
     assert main([*base, "--epochs", "6", "--out", str(tmp_path / "two"), "--resume", "--json"]) == 0
     resumed = json.loads(capsys.readouterr().out)
     assert resumed["train_loss"] == pytest.approx(one["train_loss"][-1], rel=1e-4)
