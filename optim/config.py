@@ -148,11 +148,9 @@ def normalize(config: Mapping[str, Any]) -> dict[str, Any]:
     training["checkpoint_every"] = _positive_int(training["checkpoint_every"], "--checkpoint-every")
     training["track_curvature_every"] = _positive_int(training["track_curvature_every"], "--track-curvature-every")
     training["track_samples"] = _positive_int(training["track_samples"], "--track-samples", allow_none=False)
-    for flag in ("bf16", "sync_batchnorm"):
+    for flag in ("bf16", "sync_batchnorm", "track_trace"):
         if not isinstance(training[flag], bool):
             raise LandscapeError(f"{flag} must be true or false, got {training[flag]!r}")
-    if not isinstance(training["track_trace"], bool):
-        raise LandscapeError(f"track_trace must be true or false, got {training['track_trace']!r}")
     seed = training["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise LandscapeError(f"--seed must be a non-negative integer, got {seed!r}")
