@@ -111,32 +111,30 @@ class HessianOperator(CurvatureOperator):
     def _forward_over_reverse(self, b: int, rows: torch.Tensor, batched: bool) -> torch.Tensor:
         obj = self.objective
         x, y = obj.batches[b]
+        hvp = self._compiled_hvp() if self.compile else self._hvp_function()
         with obj.transformable():
-            if self.compile:
-                hvp = self._compiled_hvp()
-                return torch.stack([hvp(obj.theta, r, x, y) for r in rows])
+            if batched and not self.compile:
+                return vmap(lambda row: hvp(obj.theta, row, x, y))(rows)
+            return torch.stack([hvp(obj.theta, row, x, y) for row in rows])
+
+    def _hvp_function(self):
+        """(theta, row, x, y) -> H_batch row for the flat vector ``row``: jvp of the batch-loss gradient."""
+        obj = self.objective
+
+        def hvp(theta: dict, row: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             gradient = grad(lambda th: obj.batch_loss(th, x, y))
+            return obj.layout.flatten(jvp(gradient, (theta,), (obj.layout.unflatten(row),))[1])
 
-            def hvp(row: torch.Tensor) -> torch.Tensor:
-                return obj.layout.flatten(jvp(gradient, (obj.theta,), (obj.layout.unflatten(row),))[1])
-
-            if batched:
-                return vmap(hvp)(rows)
-            return torch.stack([hvp(r) for r in rows])
+        return hvp
 
     def _compiled_hvp(self):
-        """(theta, row, x, y) -> H_batch row through ``torch.compile``, one vector at a time (vmap and
-        varying column counts would each compile anew). The function gets a code object of its own
-        per operator, so every operator has its own compile cache (a few batch shapes each) instead
-        of sharing dynamo's per-code recompile limit with earlier operators. Compile time per new
-        batch shape is added to ``calibration["compile_seconds"]``."""
+        """:meth:`_hvp_function` through ``torch.compile``, one vector at a time (vmap and varying column
+        counts would each compile anew). The function gets a code object of its own per operator, so
+        every operator has its own compile cache (a few batch shapes each) instead of sharing dynamo's
+        per-code recompile limit with earlier operators. Compile time per new batch shape is added to
+        ``calibration["compile_seconds"]``."""
         if self._compiled is None:
-            obj = self.objective
-
-            def hvp(theta: dict, row: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-                gradient = grad(lambda th: obj.batch_loss(th, x, y))
-                return obj.layout.flatten(jvp(gradient, (theta,), (obj.layout.unflatten(row),))[1])
-
+            hvp = self._hvp_function()
             hvp.__code__ = hvp.__code__.replace()
             compiled = torch.compile(hvp, dynamic=False)  # symbolic shapes break jvp (make_dual)
             seen: set[tuple] = set()
@@ -203,14 +201,11 @@ class HessianOperator(CurvatureOperator):
             product()  # warm-up, as for forward-over-reverse below: first calls pay one-time costs
         db = _elapsed(product, self.device) if grads else 0.0
         self.calibration["double-backward"] = db if cached else db + build_s
-        gradient = grad(lambda th: obj.batch_loss(th, x, y))
         row = obj.layout.flatten(probe)
+        hvp = self._compiled_hvp() if self.compile else self._hvp_function()
 
         def fo_r() -> None:
-            if self.compile:
-                self._compiled_hvp()(obj.theta, row, x, y)
-            else:
-                jvp(gradient, (obj.theta,), (probe,))
+            hvp(obj.theta, row, x, y)
 
         try:
             with obj.transformable():
