@@ -24,6 +24,7 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -221,6 +222,18 @@ class GridEvaluator:
             injected.value = None
 
     @torch.no_grad()
+    def metrics(self, coords: torch.Tensor, batches: dict[str, list[tuple[torch.Tensor, torch.Tensor]]],
+                train_batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, np.ndarray]:
+        """Mean loss ``<split>_loss`` (and accuracy ``<split>_acc`` for cross-entropy) at the K points for
+        every data set of ``batches`` (split name -> its batches), as float64 arrays of length K."""
+        out = {}
+        for tag, (split, split_batches) in enumerate(batches.items()):
+            sums = self.sums(coords, split_batches, tag=tag, train_batches=train_batches)
+            out[f"{split}_loss"] = (sums.loss / sums.samples).cpu().numpy()
+            if sums.correct is not None:
+                out[f"{split}_acc"] = (sums.correct.double() / sums.samples).cpu().numpy()
+        return out
+
     def sums(self, coords: torch.Tensor, batches: list[tuple[torch.Tensor, torch.Tensor]], tag: int = 0,
              train_batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> PointSums:
         """Loss sums and correct counts over ``batches`` at the K points ``coords`` (K, m).

@@ -128,12 +128,8 @@ class _Evaluator:
                                    device=self.data["train"][0].device)
         out: dict[str, list] = {}
         for lo in range(0, coords_t.shape[0], chunk):
-            c = coords_t[lo:lo + chunk]
-            for tag, (split, batches) in enumerate(self.batches.items()):
-                sums = ev.sums(c, batches, tag=tag, train_batches=self.train_batches)
-                out.setdefault(f"{split}_loss", []).append((sums.loss / sums.samples).cpu().numpy())
-                if sums.correct is not None:
-                    out.setdefault(f"{split}_acc", []).append((sums.correct.double() / sums.samples).cpu().numpy())
+            for key, values in ev.metrics(coords_t[lo:lo + chunk], self.batches, self.train_batches).items():
+                out.setdefault(key, []).append(values)
         blocks = [b for b in distributed.all_gather({k: np.concatenate(v) for k, v in out.items()}) if b]
         return {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
 

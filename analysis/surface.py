@@ -414,14 +414,7 @@ def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path |
         last_save = time.monotonic()
 
     def evaluate_chunk(c: int) -> dict[str, np.ndarray]:
-        coords = coords_all[c * chunk:(c + 1) * chunk]
-        out = {}
-        for tag, (split, b) in enumerate(batches.items()):
-            sums = evaluator.sums(coords, b, tag=tag, train_batches=train_batches)
-            out[f"{split}_loss"] = (sums.loss / sums.samples).cpu().numpy()
-            if sums.correct is not None:
-                out[f"{split}_acc"] = (sums.correct.double() / sums.samples).cpu().numpy()
-        return out
+        return evaluator.metrics(coords_all[c * chunk:(c + 1) * chunk], batches, train_batches)
 
     # Rounds: every rank evaluates per_rank chunks (round-robin within the round), rank 0 gathers and
     # stores them. Several processes start at one chunk per rank and then size the rounds to about
