@@ -381,6 +381,7 @@ def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path |
                              layout, device, dtype, points_per_chunk, batch_size, memory_bytes)
         except LandscapeError as exc:
             setup = exc
+    values = setup.pop("values", None) if isinstance(setup, dict) else None  # rank 0 alone stores values
     setup = distributed.broadcast(setup)
     if isinstance(setup, LandscapeError):
         raise setup
@@ -389,7 +390,7 @@ def compute_surface(loaded: LoadedCheckpoint, spec: SurfaceSpec, *, path: Path |
     xs, ys, chunk, batch = setup["xs"], setup["ys"], setup["chunk"], setup["batch"]
     vectors = [v.to(device=device, dtype=dtype) for v in setup["vectors"]]
     buffer_vectors = [{n: t.to(device) for n, t in b.items()} for b in setup["buffer_vectors"]]
-    info, trajectory, values, missing = setup["info"], setup["trajectory"], setup["values"], setup["missing"]
+    info, trajectory, missing = setup["info"], setup["trajectory"], setup["missing"]
     info = {**info, "points_per_chunk": chunk, "batch_size": batch}  # the evaluation plan, for the record
     grid = (np.stack(np.meshgrid(xs, ys, indexing="ij"), -1).reshape(-1, 2) if ys is not None else xs[:, None])
     npoints = grid.shape[0]
