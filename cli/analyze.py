@@ -172,9 +172,10 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace, frobenius, diag, density,
             per_layer, samples, batch_size, seed, precision, product_method, compile_products, tol, trace_rtol,
-            density_runs, density_steps, backend, slice_dims, directions, norm, keep_biasbn, grid, xrange, y_range, y_grid,
-            between, bn, metrics, name, chunk_points, bf16, save_every, sharpness_names, sharpness_eps, sharpness_rho, sharpness_m, connect_to, curve, align, points, curve_epochs,
-            curve_optimizer, curve_lr, curve_batch_size, ensemble_points, plane_grid, neb_cycles, neb_steps, neb_lr,
+            density_runs, density_steps, backend, slice_dims, directions, norm, keep_biasbn, grid, xrange, y_range,
+            y_grid, between, bn, metrics, name, chunk_points, bf16, save_every, sharpness_names, sharpness_eps,
+            sharpness_rho, sharpness_m, connect_to, curve, align, points, curve_epochs, curve_optimizer, curve_lr,
+            curve_batch_size, ensemble_points, plane_grid, neb_cycles, neb_steps, neb_lr,
             device, as_json):
     """Analyse checkpoints of a run; results are saved under RUN/analysis/<checkpoint>/.
 
@@ -229,10 +230,14 @@ def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace,
     opts = CurvatureOptions(curvature=curvature, fisher_type=fisher_type, top_k=top_k, bottom_k=bottom_k,
                             trace=trace, frobenius=frobenius, diag=diag, density=density, per_layer=per_layer,
                             seed=seed, batch_size=batch_size, precision=precision, product_method=product_method,
-                            compile=compile_products, tol=tol, trace_rtol=trace_rtol, density_runs=density_runs, density_steps=density_steps)
+                            compile=compile_products, tol=tol, trace_rtol=trace_rtol, density_runs=density_runs,
+                            density_steps=density_steps)
     opts.validate()
     if batch_size is not None and batch_size <= 0:
         raise LandscapeError(f"--batch-size must be positive, got {batch_size}")
+    if backend == "pyhessian" and distributed.world_size() > 1:
+        raise LandscapeError("`landscape analyze --backend pyhessian` (the peer's code) does not run under torchrun; "
+                             "run it as one process")
     if backend == "pyhessian" and (curvature != "hessian" or bottom_k or frobenius or diag or per_layer):
         raise LandscapeError("--backend pyhessian computes only the Hessian's --top-k and --trace")
     run = Run.open(run_dir)

@@ -61,9 +61,6 @@ def main(argv: list[str] | None = None) -> int:
             if command in ("plot", "info") and not distributed.is_main():
                 distributed.shutdown()  # rank 0 draws; meet it at its shutdown barrier
                 return 0
-            if command == "analyze" and any(a in ("--backend=pyhessian", "pyhessian") for a in args):
-                raise LandscapeError("`landscape analyze --backend` (the peer's code) does not run under torchrun; "
-                                     "run it as one process")
             if not distributed.is_main():
                 sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
         cli.main(args=argv, prog_name="landscape", standalone_mode=False)
