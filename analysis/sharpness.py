@@ -57,6 +57,18 @@ MEASURES = ("keskar", "keskar-subspace", "sam", "sam-multistep", "adaptive-worst
             "local-entropy")
 
 
+def measure_names(names) -> tuple[str, ...]:
+    """The measures named in ``names`` (blank entries dropped; ``all`` alone: every measure); an unknown
+    name is an error."""
+    names = tuple(n.strip() for n in names if n.strip())
+    if names == ("all",):
+        return MEASURES
+    unknown = [n for n in names if n not in MEASURES]
+    if unknown:
+        raise LandscapeError(f"unknown sharpness measure {unknown[0]!r}; choose from {', '.join(MEASURES)} or all")
+    return names
+
+
 # --- evaluation at perturbed points ---------------------------------------------------------------------------
 def loss_at(obj: Objective, w: torch.Tensor) -> float:
     return obj.value(w)
@@ -287,9 +299,7 @@ def measure_all(obj: Objective, names: list[str], *, eps: float = 1e-3, rho: flo
                 seed: int = 0, m: int | None = None) -> tuple[dict[str, float], dict[str, object]]:
     """(one number per measure, details) for the measures ``names`` (see MEASURES); ``m`` makes the SAM
     measures m-sharpness."""
-    unknown = [n for n in names if n not in MEASURES]
-    if unknown:
-        raise LandscapeError(f"unknown sharpness measure {unknown[0]!r}; choose from {', '.join(MEASURES)}")
+    names = measure_names(names)
     values: dict[str, float] = {}
     details: dict[str, object] = {}
     hess = [n for n in names if n in ("lambda-max", "trace", "frobenius", "logdet")]

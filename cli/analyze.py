@@ -14,7 +14,6 @@ from landscape.runs import Run, save_result, update_result
 from landscape.analysis.autoneb import NEBOptions
 from landscape.analysis.curves import CurveTraining
 from landscape.analysis.paths import ConnectSpec
-from landscape.analysis.sharpness import MEASURES
 from landscape.analysis.surface import SurfaceSpec, compute_surface, parse_range
 
 from .common import echo_err, print_checkpoints_json, stderr_is_tty
@@ -183,9 +182,7 @@ def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace,
     With --slice, computes a loss slice or surface (resumable: rerun the same command after a kill).
     """
     if sharpness_names is not None:
-        names = list(MEASURES) if sharpness_names.strip() == "all" else [
-            n.strip() for n in sharpness_names.split(",") if n.strip()]
-        run_sharpness(run_dir, checkpoint, names, device, parse_samples(samples), seed, sharpness_eps,
+        run_sharpness(run_dir, checkpoint, sharpness_names.split(","), device, parse_samples(samples), seed, sharpness_eps,
                       sharpness_rho, sharpness_m, batch_size, as_json)
         return
     if connect_to is not None:

@@ -8,7 +8,7 @@ import click
 
 from landscape import distributed
 from landscape.analysis import evaluate_checkpoint, load_checkpoint_model, resolve_steps
-from landscape.analysis.sharpness import MEASURES, measure_all
+from landscape.analysis.sharpness import MEASURES, measure_all, measure_names
 from landscape.errors import LandscapeError
 from landscape.objective import Objective
 from landscape.runs import Run, update_result
@@ -29,10 +29,9 @@ def sharpness_of(loaded, names: list[str], seed: int, eps: float, rho: float, m:
 
 def run_sharpness(run_dir: str, checkpoint: str, names: list[str], device: str, samples: int | None, seed: int,
                   eps: float, rho: float, m: int | None, batch_size: int | None, as_json: bool) -> None:
-    unknown = [n for n in names if n not in MEASURES]
-    if unknown or not names:
-        raise LandscapeError(f"unknown sharpness measure {unknown[0] if unknown else ''!r}; choose from "
-                             f"{', '.join(MEASURES)} or all")
+    names = list(measure_names(names))
+    if not names:
+        raise LandscapeError(f"--sharpness needs measure names; choose from {', '.join(MEASURES)} or all")
     if not (eps > 0 and rho > 0) or (m is not None and m < 1):
         raise LandscapeError("--sharpness-eps, --sharpness-rho and --sharpness-m must be positive")
     run = Run.open(run_dir)

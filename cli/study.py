@@ -13,7 +13,7 @@ else:  # pragma: no cover
 
 import click
 
-from landscape.analysis.sharpness import MEASURES
+from landscape.analysis.sharpness import measure_names
 from landscape.analysis.study import MeasureOptions, canonical_key, run_study
 from landscape.errors import LandscapeError
 from landscape.optim.config import load_config_file, merge
@@ -93,12 +93,7 @@ def study(spec, vary_items, out, shard, measures, measure_samples, as_json, quie
     if out is None:
         out = Path("studies") / (Path(spec).stem if spec else "study")
     log = None if quiet else echo_err
-    names = tuple(n.strip() for n in measures.split(",") if n.strip()) if measures else tuple(spec_measures)
-    if names == ("all",):
-        names = MEASURES
-    unknown = [n for n in names if n not in MEASURES]
-    if unknown:
-        raise LandscapeError(f"unknown measure {unknown[0]!r}; choose from {', '.join(MEASURES)} or all")
+    names = measure_names(measures.split(",") if measures else spec_measures)
     opts = MeasureOptions(names=names, samples=parse_samples(measure_samples),
                           seed=int(base.get("training", {}).get("seed", 0) or 0)) if names else None
     result = run_study(base, vary, out, parse_shard(shard), progress=(not quiet and stderr_is_tty()), log=log,
