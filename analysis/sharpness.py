@@ -188,12 +188,7 @@ def adaptive_sharpness(obj: Objective, rho: float = 0.5, eta: float = 0.01, kind
         return top - f0
     if kind != "average":
         raise LandscapeError(f"adaptive sharpness kind must be worst or average, got {kind!r}")
-    gen = torch.Generator().manual_seed(seed)
-    f0 = loss_at(obj, w)
-    n = w.numel()
-    values = [loss_at(obj, w + rho * t * torch.randn(n, generator=gen, dtype=torch.float64).to(w) / math.sqrt(n))
-              for _ in range(samples)]
-    return float(np.mean(values)) - f0
+    return _noisy_mean(obj, w, rho * t / math.sqrt(w.numel()), samples, seed, loss_at) - loss_at(obj, w)
 
 
 # --- Hessian measures -----------------------------------------------------------------------------------------
