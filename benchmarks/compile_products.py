@@ -28,6 +28,7 @@ from landscape.data import load_dataset
 from landscape.models import build_model
 from landscape.objective import Objective
 from landscape.operators import HessianOperator
+from timing import sync
 
 warnings.filterwarnings("ignore")
 RESULTS = Path(__file__).parent / "results"
@@ -49,12 +50,10 @@ def setup(name: str, device: torch.device, resnet_samples: int):
 
 
 def timed(op: HessianOperator, v: torch.Tensor, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     t0 = time.perf_counter()
     op._matmat_rows(v)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     return time.perf_counter() - t0
 
 

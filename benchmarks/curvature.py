@@ -32,13 +32,9 @@ from landscape.data import load_dataset
 from landscape.models import build_model
 from landscape.objective import Objective
 from landscape.operators import HessianOperator
+from timing import sync
 
 warnings.filterwarnings("ignore")
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class PyHessianCounter:

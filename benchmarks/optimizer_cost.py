@@ -29,6 +29,7 @@ from landscape.data import load_dataset
 from landscape.losses import cross_entropy
 from landscape.models import build_model
 from landscape.optim import build_optimizer
+from timing import sync
 
 SUITE = {
     "sgd": {"lr": 0.1}, "momentum": {"lr": 0.02}, "nesterov": {"lr": 0.02}, "adagrad": {"lr": 0.01},
@@ -61,13 +62,11 @@ def measure(name: str, options: dict, model_name: str, shape, outputs: int, batc
         closure.batch_size = int(x.shape[0])
         closure.batch = (x, y)
         if step == 1:  # the first step allocates state: not timed
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            sync(device)
             t0 = time.perf_counter()
             calls[0] = 0
         opt.step(closure)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     steps = len(batches) - 1
     return (time.perf_counter() - t0) / steps, calls[0] / steps
 

@@ -42,11 +42,7 @@ from landscape.analysis.grid_evaluation import GridEvaluator, candidate_plans, f
 from landscape.analysis.surface import DEFAULT_MEMORY
 from landscape.data import load_dataset
 from landscape.models import build_model
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from timing import sync
 
 
 def problem(name: str, resnet_samples: int):
