@@ -5,14 +5,27 @@ This executes the user's own code (as ``python file.py`` would); it never unpick
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .errors import LandscapeError
+
+
+@contextlib.contextmanager
+def _no_bytecode() -> Iterator[None]:
+    """Import the user's code without writing ``__pycache__/`` beside it (or beside what it imports):
+    reading a model or data file must leave the user's folders as they were."""
+    before = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = before
 
 
 def is_import_spec(name: str) -> bool:
@@ -39,13 +52,15 @@ def resolve_callable(spec: str, what: str = "function") -> Callable:
             module = importlib.util.module_from_spec(loader_spec)
             sys.modules[mod_name] = module
             try:
-                loader_spec.loader.exec_module(module)
+                with _no_bytecode():
+                    loader_spec.loader.exec_module(module)
             except Exception as exc:  # user code: report, do not crash
                 del sys.modules[mod_name]
                 raise LandscapeError(f"importing {module_part!r} failed: {type(exc).__name__}: {exc}") from exc
     else:
         try:
-            module = importlib.import_module(module_part)
+            with _no_bytecode():
+                module = importlib.import_module(module_part)
         except ImportError as exc:
             raise LandscapeError(f"cannot import module {module_part!r} for {what} {spec!r}: {exc}") from exc
     fn = getattr(module, attr, None)
