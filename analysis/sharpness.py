@@ -164,7 +164,7 @@ def _chunks(obj: Objective, m: int | None) -> list[Objective]:
     out = []
     for i in range(0, n, m):
         sub = copy.copy(obj)
-        sub.batches, sub.weights, sub.num_samples = [(x[i:i + m], y[i:i + m])], [1.0], m
+        sub.batches, sub.batch_ids, sub.weights, sub.num_samples = [(x[i:i + m], y[i:i + m])], [0], [1.0], m
         out.append(sub)
     return out
 

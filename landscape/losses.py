@@ -82,19 +82,18 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str
     """Mean loss (and accuracy for cross-entropy) over all of (x, y), in batches, in eval mode.
 
     Batch means are weighted by batch size, so the result is the exact mean over the samples.
-    ``shard``: under torchrun each rank evaluates its contiguous block of the samples and the sums
-    are all-reduced (every rank returns the same numbers).
+    ``shard``: under torchrun each rank evaluates a contiguous block of the batches (the batches are
+    those of one process) and the sums are all-reduced (every rank returns the same numbers).
     """
     fn = get_loss(loss)
     was_training = model.training
     model.eval()
     n = x.shape[0]
-    start, stop = distributed.block(n) if shard else (0, n)
+    first, last = distributed.block((n + batch_size - 1) // batch_size) if shard else (0, None)
     total, correct = 0.0, 0
     try:
-        for lo in range(start, stop, batch_size):
-            hi = min(lo + batch_size, stop)
-            xb, yb = x[lo:hi], y[lo:hi]
+        for lo in range(0, n, batch_size)[first:last]:
+            xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
             out = model(xb)
             total += float(fn(out, yb)) * xb.shape[0]
             if loss == "cross_entropy":

@@ -62,16 +62,15 @@ class Objective:
         if bs <= 0:
             raise LandscapeError(f"batch size must be positive, got {batch_size}")
         self.sharded = shard and distributed.world_size() > 1
-        if self.sharded:  # this rank's contiguous block of samples; sums are all-reduced over the ranks
-            lo, hi = distributed.block(n)
-            if hi == lo:
-                raise LandscapeError(f"{n} samples cannot be shared by {distributed.world_size()} processes")
-            x, y = x[lo:hi], y[lo:hi]
-        x, y = x.to(device), y.to(device)
-        local = x.shape[0]
-        bs = min(bs, local)
-        self.batches = [(x[i:i + bs], y[i:i + bs]) for i in range(0, local, bs)]
-        self.weights = [b[0].shape[0] / n for b in self.batches]
+        # The batches depend on n and the batch size only; under torchrun each rank takes a contiguous
+        # block of whole batches (a rank may have none), so every batch is computed exactly as by one process.
+        ids = range((n + bs - 1) // bs)
+        if self.sharded:
+            lo, hi = distributed.block(len(ids))
+            ids = ids[lo:hi]
+        self.batch_ids = list(ids)  # global batch numbers (per-batch random draws are seeded by them)
+        self.batches = [(x[b * bs:(b + 1) * bs].to(device), y[b * bs:(b + 1) * bs].to(device)) for b in ids]
+        self.weights = [xb.shape[0] / n for xb, _ in self.batches]
         self.num_samples = n
         self.device = device
         self.dtype = next(iter(self.theta.values())).dtype
@@ -95,6 +94,7 @@ class Objective:
         self.frozen = {n: p.detach() for n, p in model.named_parameters() if n not in named}
         self.frozen.update(dict(model.named_buffers()))
         self.batches = [(x, y)]
+        self.batch_ids = [0]
         self.weights = [1.0]
         self.num_samples = x.shape[0]
         self.device = x.device
@@ -157,28 +157,45 @@ class Objective:
             return value
         return float(self.all_reduce(torch.tensor(value, dtype=torch.float64, device=self.device)))
 
+    def agree(self, choice):
+        """``choice`` as made by the first process that holds batches, on every process (choices made by
+        timing would otherwise differ between processes); unchanged when not sharded."""
+        if not self.sharded:
+            return choice
+        return next(c for c, has_data in distributed.all_gather((choice, bool(self.batches))) if has_data)
+
     def _at(self, point: torch.Tensor | None) -> dict[str, torch.Tensor]:
         return self.theta if point is None else self.layout.unflatten(point)
 
     @torch.no_grad()
     def value(self, point: torch.Tensor | None = None) -> float:
-        """L over all samples at the current parameters, or at the flat ``point``."""
+        """L over all samples at the current parameters, or at the flat ``point``; the batch means are
+        combined in float64 (the same number, to float64 rounding, for any number of processes)."""
         theta = self._at(point)
-        return self.reduce_scalar(float(sum(w * self.batch_loss(theta, x, y)
-                                            for (x, y), w in zip(self.batches, self.weights))))
+        return self.reduce_scalar(sum(w * float(self.batch_loss(theta, x, y))
+                                      for (x, y), w in zip(self.batches, self.weights)))
 
     def value_and_gradient(self, point: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
-        """(L, flat gradient of L) at the current parameters, or at the flat ``point``."""
+        """(L, flat gradient of L) at the current parameters, or at the flat ``point``. Several batches'
+        gradients are combined in float64 and rounded once to the parameters' dtype, so the result does
+        not depend on how the batches are shared among processes."""
         base = self._at(point)
-        total = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
-        value = 0.0
+        value, total = 0.0, None
         for (x, y), w in zip(self.batches, self.weights):
             leaves = {n: t.detach().requires_grad_() for n, t in base.items()}
             loss = self.batch_loss(leaves, x, y)
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True, materialize_grads=True)
-            total += w * self.layout.flatten(list(grads))
+            flat = self.layout.flatten(list(grads))
+            if total is None and len(self.batches) == 1 and not self.sharded:
+                total = flat if w == 1.0 else w * flat  # one batch: nothing to combine
+            else:
+                if total is None:
+                    total = torch.zeros(self.dim, dtype=torch.float64, device=self.device)
+                total.add_(flat, alpha=w)
             value += w * float(loss.detach())
-        return self.reduce_scalar(value), self.all_reduce(total)
+        if total is None:  # a rank without batches contributes nothing
+            total = torch.zeros(self.dim, dtype=torch.float64, device=self.device)
+        return self.reduce_scalar(value), self.all_reduce(total).to(self.dtype)
 
     def gradient(self, point: torch.Tensor | None = None) -> torch.Tensor:
         """Flat gradient of L at the current parameters, or at the flat ``point``."""

@@ -75,17 +75,22 @@ def run_metrics(path):
 
 
 def test_two_process_sharpness_matches_one_process(tmp_path, capsys):
+    """The batches do not depend on the number of processes (each rank takes whole batches) and their
+    losses and gradients are combined in float64, so even the inner maximisations (Keskar's L-BFGS-B, SAM's
+    ascent) see the numbers one process sees and stop at the same point: agreement to float64 rounding of
+    the sums (measured: bit-identical), not to a tolerance tuned until it passes."""
     run = tmp_path / "run"
     assert main(["train", *SMALL, "--out", str(run)]) == 0
-    args = ["analyze", str(run), "--sharpness", "keskar,sam,adaptive-worst,lambda-max,pac-bayes,fisher-rao", "--json"]
+    args = ["analyze", str(run), "--sharpness", "keskar,sam,adaptive-worst,lambda-max,pac-bayes,fisher-rao",
+            "--batch-size", "64", "--json"]  # 240 samples: 4 batches, 2 per process
     out = _torchrun(args, 29547)
     assert out.returncode == 0, out.stderr[-2000:]
     two = json.loads(out.stdout)["measures"]
     capsys.readouterr()
     assert main(args) == 0
     one = json.loads(capsys.readouterr().out)["measures"]
-    for name, value in one.items():  # differences of two float32 losses: ~1e-7 absolute
-        assert two[name] == pytest.approx(value, rel=1e-4, abs=1e-7), name
+    for name, value in one.items():  # lambda-max: float32 products whose method each run picks by timing
+        assert two[name] == pytest.approx(value, rel=1e-6 if name == "lambda-max" else 1e-12, abs=1e-15), name
 
 
 def test_two_process_study_splits_the_runs(tmp_path, capsys):

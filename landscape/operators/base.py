@@ -122,11 +122,18 @@ class CurvatureOperator(LinearOperator):
         raise NotImplementedError
 
     def _weighted(self, fn, rows: torch.Tensor) -> torch.Tensor:
-        """sum_b (n_b / N) fn(b, rows): per-batch products combined into the mean over all samples."""
-        total = torch.zeros_like(rows)
-        for b, weight in enumerate(self.objective.weights):
-            total += weight * fn(b, rows)
-        return self.objective.all_reduce(total)  # data shared by several processes: sum their parts
+        """sum_b (n_b / N) fn(b, rows): per-batch products combined into the mean over all samples. Several
+        batches (or processes) are summed in float64 and rounded once, so the result does not depend on how
+        the batches are shared among processes."""
+        obj = self.objective
+        if len(obj.batches) == 1 and not obj.sharded:
+            weight = obj.weights[0]
+            out = fn(0, rows)
+            return out if weight == 1.0 else weight * out
+        total = torch.zeros(rows.shape, dtype=torch.float64, device=rows.device)
+        for b, weight in enumerate(obj.weights):
+            total.add_(fn(b, rows), alpha=weight)
+        return obj.all_reduce(total).to(rows.dtype)  # data shared by several processes: sum their parts
 
     def _matmat_rows(self, rows: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()

@@ -43,7 +43,7 @@ class FisherOperator(OutputSpaceOperator):
             if self.kind == "empirical":
                 targets = [y]
             else:
-                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + b)
+                gen = torch.Generator().manual_seed(self.seed * 1_000_003 + obj.batch_ids[b])
                 targets = [sample_targets(obj.loss_name, out, gen) for _ in range(self.mc_samples)]
             scores = []
             for t in targets:

@@ -67,6 +67,7 @@ class HessianOperator(CurvatureOperator):
         self.batched = batched
         self.calibration: dict[str, float] = {}  # seconds per column product, by method / strategy
         self._graphs: dict[int, tuple] = {}
+        self._batched_choice: bool | None = None  # several columns: one batched product or a loop (measured)
         self._graph_bytes: int | None = None
 
     def _options(self) -> dict:
@@ -177,6 +178,9 @@ class HessianOperator(CurvatureOperator):
         otherwise including the graph build that every product then needs. The choice is memoized
         per architecture, batch shape and device for the rest of the process.
         """
+        if not self.objective.batches:  # a process without data (more processes than batches) computes nothing
+            self.method = "double-backward"
+            return
         key = self._signature()
         if key in _CHOICES:
             self.method, measured = _CHOICES[key]
@@ -220,6 +224,7 @@ class HessianOperator(CurvatureOperator):
         t0 = time.perf_counter()
         if self.method == "auto":
             self._calibrate()
+            self.method = self.objective.agree(self.method)  # processes timed apart: one choice for all
         out = self._columns(rows)
         self.seconds += time.perf_counter() - t0
         return out
@@ -228,10 +233,11 @@ class HessianOperator(CurvatureOperator):
         """Products for several columns: loop or batch, the choice measured once on real columns."""
         if isinstance(self.batched, bool) or rows.shape[0] < 4 or (self.compile and self.method != "double-backward"):
             return self._products(self.method, rows, self.batched is True)
+        if self._batched_choice is not None:
+            return self._products(self.method, rows, self._batched_choice)
         loop_key, batch_key = f"{self.method}:loop", f"{self.method}:batched"
-        if batch_key in self.calibration:
-            return self._products(self.method, rows, self.calibration[batch_key] < self.calibration[loop_key])
         first = self._timed(loop_key, self.method, rows[:2], False)
         second = self._timed(batch_key, self.method, rows[2:4], True)
+        self._batched_choice = self.objective.agree(self.calibration[batch_key] < self.calibration[loop_key])
         rest = self._columns(rows[4:]) if rows.shape[0] > 4 else rows[:0]
         return torch.cat([first, second, rest])
