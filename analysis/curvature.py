@@ -42,7 +42,7 @@ class CurvatureOptions:
     per_layer: bool = False
     seed: int = 0
     batch_size: int | None = None
-    precision: str = "float32"
+    precision: str | None = None        # float32 | float64 | None: the model's own
     product_method: str = "auto"
     compile: bool = False               # torch.compile the forward-over-reverse Hessian-vector product
     tol: float = 1e-5                   # Lanczos: relative Ritz residual
@@ -57,7 +57,7 @@ class CurvatureOptions:
             raise LandscapeError(f"--curvature must be hessian, ggn or fisher, got {self.curvature!r}")
         if self.fisher_type not in ("mc", "empirical"):
             raise LandscapeError(f"--fisher-type must be mc or empirical, got {self.fisher_type!r}")
-        if self.precision not in PRECISIONS:
+        if self.precision is not None and self.precision not in PRECISIONS:
             raise LandscapeError(f"--precision must be float32 or float64, got {self.precision!r}")
         if self.product_method not in ("auto", "double-backward", "forward-over-reverse"):
             raise LandscapeError("--product-method must be auto, double-backward or forward-over-reverse")
@@ -135,10 +135,10 @@ def curvature_analysis(loaded: LoadedCheckpoint, opts: CurvatureOptions | None =
     t0 = time.perf_counter()
     ds = loaded.dataset
     objective = Objective(loaded.model, ds.x_train, ds.y_train, loaded.loss, batch_size=opts.batch_size,
-                          dtype=PRECISIONS[opts.precision], device=loaded.device, shard=True)
+                          dtype=PRECISIONS.get(opts.precision), device=loaded.device, shard=True)
     op = make_operator(objective, opts)
     result: dict[str, Any] = {"curvature": opts.curvature, "parameters": objective.dim, "samples": ds.num_train,
-                              "loss": objective.value()}
+                              "precision": str(objective.dtype).replace("torch.", ""), "loss": objective.value()}
     result.update(_spectrum(op, opts))
     if opts.density:
         dens = slq(op, num_runs=opts.density_runs, num_steps=opts.density_steps, seed=opts.seed + 3)

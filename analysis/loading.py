@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from landscape.data import Dataset, dataset_from_config, model_from_config
+from landscape.data import Dataset, data_for_model, dataset_from_config, model_from_config
 from landscape.devices import resolve_device
 from landscape.runs import Checkpoint, Run
 
@@ -61,4 +61,4 @@ def load_checkpoint_model(run: Run | str | Path, ref: str | int = "last", device
     model = model_from_config(cfg, dataset)
     ckpt.load_into(model)
     model.to(dev).eval()
-    return LoadedCheckpoint(run, ckpt, model, dataset, dev)
+    return LoadedCheckpoint(run, ckpt, model, data_for_model(dataset, model), dev)

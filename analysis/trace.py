@@ -108,29 +108,41 @@ def hutchinson(op: LinearOperator, *, rtol: float = 1e-2, atol: float = 0.0, min
     return result
 
 
+class _HutchppState:
+    """Hutch++'s sketch (Q, exact tr(Q^T A Q)) and the remainder samples drawn so far."""
+
+    def __init__(self, op: LinearOperator, sketch: int, seed: int, distribution: str):
+        self.op, self.distribution = op, distribution
+        self.gen = generator(seed)
+        self.before = op.num_products
+        n = op.shape[0]
+        self.complete = min(sketch, n) >= n  # the sketch spans the whole space: the trace is exact
+        S = probes(n, min(sketch, n), self.gen, distribution, torch.float64, op.device)
+        self.Q, _ = torch.linalg.qr(op.matmat(S.to(op.dtype)).to(torch.float64))
+        self.exact = float(torch.trace(self.Q.T @ op.matmat(self.Q.to(op.dtype)).to(torch.float64)))
+        self.remainder: list[float] = []
+
+    def draw(self, k: int) -> None:
+        G = probes(self.op.shape[0], k, self.gen, self.distribution, torch.float64, self.op.device)
+        PG = G - self.Q @ (self.Q.T @ G)
+        APG = self.op.matmat(PG.to(self.op.dtype)).to(torch.float64)
+        self.remainder.extend((PG * APG).sum(0).tolist())
+
+    def run(self, rtol: float, atol: float, min_probes: int, max_probes: int, block: int | None) -> TraceResult:
+        while (not self.complete and len(self.remainder) < max_probes
+               and not _done(self.remainder, self.exact, rtol, atol, min_probes)):
+            self.draw(_block_size(len(self.remainder), block, min_probes, max_probes, self.op.device))
+        rest = float(np.mean(self.remainder)) if self.remainder else 0.0
+        converged = self.complete or _done(self.remainder, self.exact, rtol, atol, min_probes)
+        return TraceResult(self.exact + rest, 0.0 if self.complete else _stderr(self.remainder), len(self.remainder),
+                           self.op.num_products - self.before, converged, "hutch++",
+                           np.asarray(self.remainder) + self.exact)
+
+
 def hutchpp(op: LinearOperator, *, sketch: int = 16, rtol: float = 1e-2, atol: float = 0.0, min_probes: int = 10,
             max_probes: int = 1000, block: int | None = None, seed: int = 0, distribution: str = "rademacher") -> TraceResult:
     """Hutch++ with a sketch of ``sketch`` columns and an adaptive number of remainder probes."""
-    n = op.shape[0]
-    gen = generator(seed)
-    before = op.num_products
-    s = min(sketch, n)
-    S = probes(n, s, gen, distribution, torch.float64, op.device)
-    Q, _ = torch.linalg.qr(op.matmat(S.to(op.dtype)).to(torch.float64))
-    exact = float(torch.trace(Q.T @ op.matmat(Q.to(op.dtype)).to(torch.float64)))
-    remainder: list[float] = []
-    if s < n:
-        while len(remainder) < max_probes and not _done(remainder, exact, rtol, atol, min_probes):
-            k = _block_size(len(remainder), block, min_probes, max_probes, op.device)
-            G = probes(n, k, gen, distribution, torch.float64, op.device)
-            PG = G - Q @ (Q.T @ G)
-            APG = op.matmat(PG.to(op.dtype)).to(torch.float64)
-            remainder.extend((PG * APG).sum(0).tolist())
-    rest = float(np.mean(remainder)) if remainder else 0.0
-    stderr = _stderr(remainder) if s < n else 0.0
-    converged = s >= n or _done(remainder, exact, rtol, atol, min_probes)
-    return TraceResult(exact + rest, stderr, len(remainder), op.num_products - before, converged, "hutch++",
-                       np.asarray(remainder) + exact)
+    return _HutchppState(op, sketch, seed, distribution).run(rtol, atol, min_probes, max_probes, block)
 
 
 def exact_diagonal(op: LinearOperator, chunk: int = 64) -> torch.Tensor:
@@ -176,7 +188,9 @@ def estimate_trace(op: LinearOperator, *, rtol: float = 1e-2, max_probes: int = 
 
     GGN and Fisher: exact, from per-sample gradient norms, when every parameterised module is
     supported (:mod:`landscape.operators.exact_trace`). Hessian: the exact GGN trace plus a Hutchinson
-    estimate of tr(H - G) (:func:`control_variate_trace`). Otherwise, or for other operators: Hutch++.
+    estimate of tr(H - G) (:func:`control_variate_trace`) or Hutch++, whichever a pilot of both predicts
+    to reach the standard error ``rtol * |trace|`` with fewer products (:func:`_choose_hessian_estimator`).
+    Otherwise, or for other operators: Hutch++.
     """
     from landscape.operators import FisherOperator, GGNOperator, HessianOperator
     from landscape.operators.exact_trace import exact_fisher_trace, exact_ggn_trace
@@ -192,25 +206,51 @@ def estimate_trace(op: LinearOperator, *, rtol: float = 1e-2, max_probes: int = 
     if isinstance(op, HessianOperator):
         ggn = exact_ggn_trace(op.objective)
         if ggn is not None:
-            control = GGNOperator(op.objective)
-            pays, pilot = _control_pays(op, control, seed)
-            if pays:
-                return control_variate_trace(op, control, float(sum(ggn.values())), rtol=rtol,
-                                             max_probes=max_probes, seed=seed, initial=pilot)
+            return _choose_hessian_estimator(op, GGNOperator(op.objective), float(sum(ggn.values())), rtol=rtol,
+                                             max_probes=max_probes, seed=seed)
     return hutchpp(op, rtol=rtol, max_probes=max_probes, seed=seed)
 
 
-def _control_pays(op: LinearOperator, control: LinearOperator, seed: int,
-                  pilot: int = 8) -> tuple[bool, list[float]]:
-    """Pilot block: does v^T (A - C) v, at two products per probe, beat v^T A v per unit of work?
+def _predicted_products(samples: list[float], base: float, rtol: float, min_probes: int, max_probes: int,
+                        per_probe: int) -> float:
+    """Products still needed for the standard error rtol * |base + mean| at the samples' variance."""
+    target = rtol * abs(base + float(np.mean(samples)))
+    variance = float(np.var(samples, ddof=1))
+    needed = min(max_probes, max(min_probes, math.ceil(variance / target ** 2) if target > 0 else max_probes))
+    return per_probe * max(0, needed - len(samples))
 
-    Near a fitted minimum H - G is small and the control variate wins by a wide margin; far from one
-    (e.g. at initialisation) it can lose, and Hutch++ is used instead. Returns the decision and the
-    pilot's residual samples (reused by the estimator; the pilot's probes come from their own stream).
+
+def _choose_hessian_estimator(op: LinearOperator, control: LinearOperator, control_trace: float, *, rtol: float,
+                              max_probes: int, seed: int, pilot: int = 8, sketch: int = 16,
+                              min_probes: int = 10) -> TraceResult:
+    """Hessian trace by the control variate (two products per probe, variance of v^T (H - G) v) or by Hutch++
+    (a sketch of 2 x ``sketch`` products, then one per probe of the deflated remainder), chosen by their
+    measured variance per product.
+
+    Near a fitted minimum H - G is small and the control variate wins by a wide margin; early in training
+    the few outlying eigenvalues that Hutch++ deflates can dominate instead. A pilot of ``pilot`` probes of
+    the control variate comes first; when even its predicted total beats the least Hutch++ can cost, it goes
+    on alone. Otherwise a Hutch++ pilot (its sketch and ``pilot`` remainder probes) runs too, and the estimator
+    predicted to need fewer further products continues with its pilot's samples (the other pilot's products
+    are counted in ``products``).
     """
+    before = op.num_products + control.num_products
     V = probes(op.shape[0], pilot, generator(seed + 104729), "rademacher", torch.float64, op.device)
-    AV = op.matmat(V.to(op.dtype)).to(torch.float64)
-    CV = control.matmat(V.to(control.dtype)).to(torch.float64)
-    plain = (V * AV).sum(0)
-    residual = (V * (AV - CV)).sum(0)
-    return 2.0 * float(residual.var()) < float(plain.var()), residual.tolist()
+    residual = (V * (op.matmat(V.to(op.dtype)).to(torch.float64)
+                     - control.matmat(V.to(control.dtype)).to(torch.float64))).sum(0).tolist()
+    control_cost = _predicted_products(residual, control_trace, rtol, min_probes, max_probes, per_probe=2)
+    least_hutchpp = 2 * min(sketch, op.shape[0]) + min_probes
+    if control_cost + 2 * pilot > least_hutchpp:
+        state = _HutchppState(op, sketch, seed, "rademacher")
+        if not state.complete:
+            state.draw(pilot)
+        hutchpp_cost = 0.0 if state.complete else _predicted_products(state.remainder, state.exact, rtol, min_probes,
+                                                                      max_probes, per_probe=1)
+        if hutchpp_cost < control_cost:
+            result = state.run(rtol, 0.0, min_probes, max_probes, None)
+            result.products = op.num_products + control.num_products - before
+            return result
+    result = control_variate_trace(op, control, control_trace, rtol=rtol, max_probes=max_probes, seed=seed,
+                                   initial=residual, min_probes=min_probes)
+    result.products = op.num_products + control.num_products - before
+    return result

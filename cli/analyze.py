@@ -104,7 +104,9 @@ Examples:
 @click.option("--samples", default=None, help="Fixed seeded subset of N training samples, or 'all' [default: all].")
 @click.option("--batch-size", type=int, default=None, help="Samples per batch in curvature products [default: 1024].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of probes and of the --samples subset.")
-@click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option("--precision", type=click.Choice(["float32", "float64"]), default=None,
+              help="Precision of the curvature products [default: the model's own, e.g. float64 for a float64 "
+                   "model]; --json reports the one used.")
 @click.option("--product-method", type=click.Choice(["auto", "double-backward", "forward-over-reverse"]),
               default="auto", show_default=True, help="Hessian-vector product method (auto: fastest, measured).")
 @click.option("--compile", "compile_products", is_flag=True,
@@ -252,7 +254,7 @@ def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace,
         elif opts.wants_curvature():
             result = curvature_analysis(loaded, opts)
             if distributed.is_main():
-                update_result(run, step, curvature, result, **options, precision=precision)
+                update_result(run, step, curvature, result, **options, precision=result["precision"])
         else:
             result = {"evaluation": evaluate_checkpoint(loaded)}
             if distributed.is_main():

@@ -7,8 +7,8 @@
 """
 
 from .dataset import Dataset
-from .configured import dataset_from_config, model_from_config
+from .configured import data_for_model, dataset_from_config, model_from_config
 from .registry import DATASETS, available_datasets, load_dataset
 
-__all__ = ["Dataset", "DATASETS", "available_datasets", "load_dataset", "dataset_from_config",
+__all__ = ["Dataset", "DATASETS", "available_datasets", "load_dataset", "data_for_model", "dataset_from_config",
            "model_from_config"]

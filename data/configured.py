@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import torch
 
-from landscape.models import build_model, check_model_fits
+from landscape.models import build_model, check_model_fits, floating_dtype
 
 from .dataset import Dataset
 from .registry import load_dataset
@@ -29,3 +29,9 @@ def model_from_config(cfg: Mapping[str, Any], dataset: Dataset) -> torch.nn.Modu
     model = build_model(cfg["model"], dataset.input_shape, dataset.output_dim)
     check_model_fits(model, dataset.x_train.cpu(), dataset.output_dim, cfg["model"]["name"], dataset.name)
     return model
+
+
+def data_for_model(dataset: Dataset, model: torch.nn.Module) -> Dataset:
+    """``dataset`` with its floating tensors in the model's dtype (a float64 model gets float64 data; a
+    float32 model float32 data, whatever dtype the arrays came in)."""
+    return dataset.with_float_dtype(floating_dtype(model))

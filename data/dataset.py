@@ -89,6 +89,14 @@ class Dataset:
         return replace(self, x_train=self.x_train.to(device), y_train=self.y_train.to(device),
                        x_test=self.x_test.to(device), y_test=self.y_test.to(device))
 
+    def with_float_dtype(self, dtype: torch.dtype) -> "Dataset":
+        """A copy whose floating tensors (inputs, regression targets) have ``dtype`` (the model's)."""
+        def cast(t: torch.Tensor) -> torch.Tensor:
+            return t.to(dtype) if t.is_floating_point() and t.dtype != dtype else t
+
+        return replace(self, x_train=cast(self.x_train), y_train=cast(self.y_train), x_test=cast(self.x_test),
+                       y_test=cast(self.y_test))
+
     def nbytes(self) -> int:
         return sum(t.element_size() * t.nelement()
                    for t in (self.x_train, self.y_train, self.x_test, self.y_test))

@@ -54,10 +54,8 @@ def _from_user_result(name: str, result: Any) -> Dataset:
     if "task" not in extra:
         extra["task"] = "regression" if tensors[1].is_floating_point() else "classification"
     extra.setdefault("loss", "cross_entropy" if extra["task"] == "classification" else "mse")
-    x_train, y_train, x_test, y_test = tensors
-    if x_train.is_floating_point():
-        x_train, x_test = x_train.float(), x_test.float()
-    if extra["task"] == "regression":
+    x_train, y_train, x_test, y_test = tensors  # floating tensors keep their dtype: they follow the model's
+    if extra["task"] == "regression" and not y_train.is_floating_point():
         y_train, y_test = y_train.float(), y_test.float()
     return Dataset(name, x_train, y_train, x_test, y_test, **extra)
 

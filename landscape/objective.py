@@ -23,9 +23,26 @@ from torch.func import functional_call
 from . import distributed
 from .errors import LandscapeError
 from .losses import get_loss, per_sample
+from .models import floating_dtype
 from .params import ParamLayout
 
 DEFAULT_BATCH_SIZE = 1024  # CPU sweet spot between MLPs (~2048) and convolutions (~1024)
+
+
+@contextlib.contextmanager
+def differentiable_attention() -> Iterator[None]:
+    """Attention through composite kernels, which have forward-mode and second derivatives: the inference
+    fast path of ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer`` and the fused (flash,
+    memory-efficient) scaled-dot-product kernels have neither. Off again after the block."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
 
 
 class Objective:
@@ -36,10 +53,12 @@ class Objective:
         model = copy.deepcopy(model)
         device = torch.device(device) if device is not None else next(
             (p.device for p in model.parameters()), x.device)
-        if dtype is not None:
+        recast = dtype is not None and dtype != floating_dtype(model)
+        if recast:
             model = model.to(dtype)
-            x = x.to(dtype) if x.is_floating_point() else x
-            y = y.to(dtype) if y.is_floating_point() else y
+        dtype = floating_dtype(model)  # the data follows the model's dtype
+        x = x.to(dtype) if x.is_floating_point() else x
+        y = y.to(dtype) if y.is_floating_point() else y
         model = model.to(device).eval()
         self.model = model
         self.loss_name = loss
@@ -74,6 +93,18 @@ class Objective:
         self.num_samples = n
         self.device = device
         self.dtype = next(iter(self.theta.values())).dtype
+        if recast:
+            self._check_runs_in(dtype, x[:1].to(device))
+
+    def _check_runs_in(self, dtype: torch.dtype, sample: torch.Tensor) -> None:
+        """A model cast to another precision may not run there (a forward that hard-codes a dtype)."""
+        try:
+            with torch.no_grad():
+                self.output(self.theta, sample)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise LandscapeError(f"the model does not run in {str(dtype).replace('torch.', '')} (its own precision "
+                                 f"works; leave --precision out to use it): {first}") from None
 
     @classmethod
     def live(cls, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy"
@@ -105,13 +136,16 @@ class Objective:
     def transformable(self) -> Iterator[None]:
         """Within the block, BatchNorm layers in training mode keep using batch statistics but stop
         updating their running statistics, an in-place mutation that ``torch.func`` transforms (jvp,
-        vmap) refuse. The running statistics are updated by the plain forward passes outside."""
+        vmap) refuse, and attention runs through kernels with forward-mode derivatives
+        (:func:`differentiable_attention`). The running statistics are updated by the plain forward
+        passes outside."""
         changed = [m for m in self.model.modules()
                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
         for m in changed:
             m.track_running_stats = False
         try:
-            yield
+            with differentiable_attention():
+                yield
         finally:
             for m in changed:
                 m.track_running_stats = True

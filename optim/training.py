@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
-from landscape.data import Dataset, dataset_from_config, model_from_config
+from landscape.data import Dataset, data_for_model, dataset_from_config, model_from_config
 from landscape import distributed
 from landscape.devices import resolve_device
 from landscape.errors import LandscapeError, TrainingDiverged
@@ -94,6 +94,7 @@ def build_experiment(config: Mapping[str, Any]) -> Experiment:
     cfg["optimizer"].setdefault("weight_decay", 0.0)
     seed_everything(training["seed"])  # model init does not depend on how the data was made
     model = model_from_config(cfg, dataset).to(device)
+    dataset = data_for_model(dataset, model)
     steps_per_epoch = math.ceil(dataset.num_train / training["batch_size"])
     if "steps_per_epoch" in (accepted_options(entry.factory) or ()):  # epoch-based step sizes (bb)
         cfg["optimizer"].setdefault("steps_per_epoch", steps_per_epoch)

@@ -80,7 +80,7 @@ def check_model_fits(model: nn.Module, sample: torch.Tensor, num_outputs: int, m
     model.eval()
     try:
         with torch.no_grad():
-            out = model(sample[:1])
+            out = model(sample[:1].to(floating_dtype(model)) if sample.is_floating_point() else sample[:1])
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LandscapeError(f"model {model_name!r} does not fit data set {data_name!r} with input shape "
@@ -93,6 +93,14 @@ def check_model_fits(model: nn.Module, sample: torch.Tensor, num_outputs: int, m
                              f"{data_name!r} needs {num_outputs} per sample")
 
 
+def floating_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating parameter (or buffer); float32 for a model without any."""
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
 def has_batchnorm(model: nn.Module) -> bool:
     """Whether any submodule is a BatchNorm layer (1-D, 2-D or 3-D)."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
@@ -102,5 +110,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["MODELS", "available_models", "build_model", "check_model_fits", "count_parameters",
+__all__ = ["MODELS", "available_models", "build_model", "check_model_fits", "count_parameters", "floating_dtype",
            "normalize_spec"]

@@ -13,6 +13,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from ..derivatives import is_missing_derivative, missing_derivative_error
 from ..errors import LandscapeError
 from ..objective import Objective
 
@@ -36,7 +37,17 @@ class LinearOperator:
             raise LandscapeError(f"matmat expects shape ({self.shape[1]}, k), got {tuple(columns.shape)}")
         rows = columns.T.to(device=self.device, dtype=self.dtype)
         self.num_products += rows.shape[0]
-        return self._matmat_rows(rows).T
+        try:
+            return self._matmat_rows(rows).T
+        except (NotImplementedError, RuntimeError) as exc:
+            error = self._explain(exc, rows)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _explain(self, exc: BaseException, rows: torch.Tensor) -> LandscapeError | None:
+        """A one-line error for a failed product, or None to let ``exc`` through."""
+        return None
 
     def matvec(self, vector: torch.Tensor) -> torch.Tensor:
         return self.matmat(vector.reshape(-1, 1)).reshape(-1)
@@ -99,6 +110,8 @@ class CurvatureOperator(LinearOperator):
     to each row of ``rows`` (k, n). This class accumulates over batches with weights n_b / N.
     """
 
+    products = "curvature products"  # what the products are called in error messages
+
     def __init__(self, objective: Objective):
         super().__init__()
         self.objective = objective
@@ -109,6 +122,11 @@ class CurvatureOperator(LinearOperator):
 
     def _options(self) -> dict:
         return {}
+
+    def _explain(self, exc: BaseException, rows: torch.Tensor) -> LandscapeError | None:
+        if not is_missing_derivative(exc):
+            return None
+        return missing_derivative_error(exc, self.products, self.objective.model, lambda: self._matmat_rows(rows[:1]))
 
     def restrict(self, names: Iterable[str]) -> "CurvatureOperator":
         """The diagonal block for the parameters ``names`` (e.g. one layer)."""

@@ -22,6 +22,8 @@ KINDS = ("empirical", "mc")
 
 
 class FisherOperator(OutputSpaceOperator):
+    products = "Fisher products"
+
     def __init__(self, objective: Objective, kind: str = "mc", mc_samples: int = 1, seed: int = 0,
                  cache: str | bool = "auto"):
         super().__init__(objective, cache)

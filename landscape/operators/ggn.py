@@ -72,6 +72,8 @@ class OutputSpaceOperator(CurvatureOperator):
 
 
 class GGNOperator(OutputSpaceOperator):
+    products = "GGN products"
+
     def _options(self) -> dict:
         return {"cache": self.cache}
 

@@ -25,7 +25,7 @@ import time
 import torch
 from torch.func import grad, jvp, vmap
 
-from ..objective import Objective
+from ..objective import Objective, differentiable_attention
 from .base import CurvatureOperator
 from .memory import may_cache, saved_tensor_bytes
 
@@ -37,8 +37,9 @@ _CHOICES: dict[tuple, tuple[str, dict[str, float]]] = {}  # memoized method choi
 def gradient_graph(objective: Objective, x: torch.Tensor, y: torch.Tensor) -> tuple[list, list, list[int]]:
     """(leaves, gradients with create_graph, indices of the parameters whose gradient depends on theta)."""
     leaves = [t.detach().requires_grad_() for t in objective.theta.values()]
-    loss = objective.batch_loss(dict(zip(objective.theta, leaves)), x, y)
-    grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+    with differentiable_attention():  # the graph is differentiated twice
+        loss = objective.batch_loss(dict(zip(objective.theta, leaves)), x, y)
+        grads = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
     used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
     return leaves, [grads[i] for i in used], used
 
@@ -55,6 +56,8 @@ def _elapsed(fn, device: torch.device) -> float:
 
 
 class HessianOperator(CurvatureOperator):
+    products = "Hessian-vector products"
+
     def __init__(self, objective: Objective, method: str = "auto", cache: str | bool = "auto",
                  batched: str | bool = "auto", compile: bool = False):
         super().__init__(objective)
