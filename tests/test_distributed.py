@@ -10,6 +10,8 @@ import pytest
 
 from landscape.cli.main import main
 
+from processes import two_processes
+
 SMALL = ["--samples", "300", "--set", "model.widths=[12]", "--batch-size", "50", "--epochs", "3",
          "--optimizer", "adam", "--lr", "0.01", "--device", "cpu", "-q"]
 
@@ -31,10 +33,9 @@ def test_two_process_curvature_matches_one_process(tmp_path, capsys):
     assert two["trace"]["probes"] == one["trace"]["probes"]
 
 
-def _torchrun(args, port):
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                           "--master-port", str(port), "-m", "landscape", *args],
-                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+def _torchrun(args, port=None):
+    """Two ranks started as torchrun starts them (tests/processes.py); ``port`` is chosen free."""
+    return two_processes(args)
 
 
 def test_two_process_training_follows_one_process_and_resumes_with_one(tmp_path, capsys):

@@ -1,7 +1,7 @@
 """Every "exact" curvature path against dense float64 references, on the models that once broke them.
 
 The references do not use the operators: Jacobians of the outputs by ``torch.func.jacrev``, the loss
-Hessian in output space by autograd, per-sample gradients by ``vmap(grad)``, the Hessian by
+Hessian in output space by autograd, the Hessian by
 ``torch.autograd.functional.hessian``. Models: one Parameter held by two modules (tied weights) plus an
 unused layer, one module called twice, a BatchNorm CNN, a Linear layer on sequences,
 ``nn.TransformerEncoderLayer`` and ``nn.MultiheadAttention`` in eval mode. Batches of 24 on 64 samples
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jacrev, vmap
+from torch.func import functional_call, jacrev
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from landscape.analysis.trace import _choose_hessian_estimator, control_variate_trace, estimate_trace, hutchpp

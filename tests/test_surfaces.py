@@ -22,6 +22,8 @@ from landscape.cli.main import main
 from landscape.data import load_dataset
 from landscape.losses import evaluate
 from landscape.models import build_model
+
+from processes import two_processes
 from landscape.objective import Objective
 from landscape.operators import HessianOperator
 
@@ -406,20 +408,14 @@ def test_two_process_surface_equals_one_process_and_resumes_across_world_sizes(m
         compute_surface(loaded, spec, points_per_chunk=4, save_every=0, progress=stop)
     args = ["analyze", str(mlp_run), "--slice", "2d", "--grid", "9", "--range=-1:1", "--chunk-points", "4",
             "--save-every", "0"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                          "--master-port", "29533", "-m", "landscape", *args, "--name", "two-ranks", "--json"],
-                         capture_output=True, text=True, env=env, timeout=300)
+    out = two_processes([*args, "--name", "two-ranks", "--json"])
     assert out.returncode == 0, out.stderr[-2000:]
     two = json.loads(out.stdout)  # only rank 0 prints
     assert two["resumed_points"] == 20 and two["computed_points"] == 61
     assert main([*args, "--name", "one-rank", "--json"]) == 0
     one = json.loads(capsys.readouterr().out)
     assert two["train_loss"] == one["train_loss"] and two["test_acc"] == one["test_acc"]
-    refused = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                              "--master-port", "29534", "-m", "landscape", "analyze", str(mlp_run), "--top-k", "1",
-                              "--backend", "pyhessian"],
-                             capture_output=True, text=True, env=env, timeout=300)
+    refused = two_processes(["analyze", str(mlp_run), "--top-k", "1", "--backend", "pyhessian"])
     assert refused.returncode != 0 and "does not run under torchrun" in refused.stderr
 
 
