@@ -92,3 +92,115 @@ def test_plot_without_analysis_says_what_to_run(tmp_path, capsys):
     assert main(["plot", str(out), "--kind", "density"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("Error: no hessian analysis") and "--density" in err
+
+
+FLOAT64_MODEL = '''
+import numpy as np
+import torch
+
+
+class Net(torch.nn.Module):
+    """float64 weights, and a forward that hard-codes float64."""
+
+    def __init__(self, num_outputs):
+        super().__init__()
+        self.hidden = torch.nn.Linear(40, 8, dtype=torch.float64)
+        self.out = torch.nn.Linear(8, num_outputs, dtype=torch.float64)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.hidden(x + torch.zeros(40, dtype=torch.float64))))
+
+
+def make(input_shape, num_outputs):
+    return Net(num_outputs)
+
+
+def data():
+    rng = np.random.default_rng(0)  # float64 arrays, as NumPy makes them
+    x, xt = rng.normal(size=(120, 40)), rng.normal(size=(40, 40))
+    return x, (x[:, 0] > 0).astype(np.int64), xt, (xt[:, 0] > 0).astype(np.int64)
+'''
+
+
+def test_float64_model_trains_and_is_analysed_in_float64(tmp_path, capsys):
+    """The model's own precision end to end: float64 data stays float64, checkpoints hold float64 weights,
+    analyze follows the model (and says so) and matches the dense float64 Hessian; asking for float32 on
+    a forward that hard-codes float64 is a one-line error. float64 data with a float32 model trains too."""
+    (tmp_path / "net64.py").write_text(FLOAT64_MODEL)
+    run = tmp_path / "run64"
+    base = ["--data", f"{tmp_path}/net64.py:data", "--batch-size", "40", "--epochs", "2", "--device", "cpu", "-q"]
+    assert main(["train", "--model", f"{tmp_path}/net64.py:make", *base, "--out", str(run)]) == 0
+    loaded = load_checkpoint_model(run, "last")
+    assert all(p.dtype == torch.float64 for p in loaded.model.parameters())
+    assert loaded.dataset.x_train.dtype == torch.float64
+    obj = Objective(loaded.model, loaded.dataset.x_train, loaded.dataset.y_train)
+    top = float(torch.linalg.eigvalsh(HessianOperator(obj).to_dense())[-1])
+    capsys.readouterr()
+    assert main(["analyze", str(run), "--top-k", "1", "--tol", "1e-10", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["precision"] == "float64"
+    assert out["eigenvalues"][0] == pytest.approx(top, rel=1e-9)
+    assert main(["analyze", str(run), "--top-k", "1", "--precision", "float32"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: the model does not run in float32"), err
+    assert main(["train", *base, "--set", "model.widths=[8]", "--out", str(tmp_path / "run32"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["train_loss"] > 0
+
+
+NO_DERIVATIVE_MODEL = '''
+import torch
+
+
+class Square(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g
+
+
+class SquareLayer(torch.nn.Module):
+    def forward(self, x):
+        return Square.apply(x)
+
+
+class Encoder(torch.nn.Module):
+    def __init__(self, num_outputs):
+        super().__init__()
+        self.embed = torch.nn.Linear(4, 8)
+        self.layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.head = torch.nn.Linear(8, num_outputs)
+
+    def forward(self, x):
+        return self.head(self.layer(self.embed(x.reshape(x.shape[0], 10, 4))).mean(1))
+
+
+def square(input_shape, num_outputs):
+    return torch.nn.Sequential(torch.nn.Linear(40, 8), SquareLayer(), torch.nn.Linear(8, num_outputs))
+
+
+def encoder(input_shape, num_outputs):
+    return Encoder(num_outputs)
+'''
+
+
+def test_attention_and_undifferentiable_layers_through_the_cli(tmp_path, capsys):
+    """A TransformerEncoderLayer run: GGN, Fisher and Hessian spectra work in eval mode (they crashed in
+    the attention fast path). A layer without forward-mode derivatives: one Error line naming it."""
+    (tmp_path / "layers.py").write_text(NO_DERIVATIVE_MODEL)
+    base = ["--samples", "120", "--batch-size", "40", "--epochs", "1", "--device", "cpu", "-q"]
+    for name in ("encoder", "square"):
+        assert main(["train", "--model", f"{tmp_path}/layers.py:{name}", *base, "--out", str(tmp_path / name)]) == 0
+    capsys.readouterr()
+    for curvature in ("hessian", "ggn", "fisher"):
+        assert main(["analyze", str(tmp_path / "encoder"), "--curvature", curvature, "--top-k", "1", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["eigenvalues"][0] > 0
+    assert main(["analyze", str(tmp_path / "square"), "--curvature", "ggn", "--top-k", "1"]) == 1
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("Error: GGN products need derivatives") and "layer 1 (SquareLayer)" in lines[0]
