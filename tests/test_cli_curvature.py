@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -147,54 +148,13 @@ def test_float64_model_trains_and_is_analysed_in_float64(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["train_loss"] > 0
 
 
-NO_DERIVATIVE_MODEL = '''
-import torch
-
-
-class Square(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return 2 * x * g
-
-
-class SquareLayer(torch.nn.Module):
-    def forward(self, x):
-        return Square.apply(x)
-
-
-class Encoder(torch.nn.Module):
-    def __init__(self, num_outputs):
-        super().__init__()
-        self.embed = torch.nn.Linear(4, 8)
-        self.layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
-        self.head = torch.nn.Linear(8, num_outputs)
-
-    def forward(self, x):
-        return self.head(self.layer(self.embed(x.reshape(x.shape[0], 10, 4))).mean(1))
-
-
-def square(input_shape, num_outputs):
-    return torch.nn.Sequential(torch.nn.Linear(40, 8), SquareLayer(), torch.nn.Linear(8, num_outputs))
-
-
-def encoder(input_shape, num_outputs):
-    return Encoder(num_outputs)
-'''
-
-
 def test_attention_and_undifferentiable_layers_through_the_cli(tmp_path, capsys):
     """A TransformerEncoderLayer run: GGN, Fisher and Hessian spectra work in eval mode (they crashed in
     the attention fast path). A layer without forward-mode derivatives: one Error line naming it."""
-    (tmp_path / "layers.py").write_text(NO_DERIVATIVE_MODEL)
+    models = Path(__file__).parent / "user_models.py"
     base = ["--samples", "120", "--batch-size", "40", "--epochs", "1", "--device", "cpu", "-q"]
     for name in ("encoder", "square"):
-        assert main(["train", "--model", f"{tmp_path}/layers.py:{name}", *base, "--out", str(tmp_path / name)]) == 0
+        assert main(["train", "--model", f"{models}:{name}", *base, "--out", str(tmp_path / name)]) == 0
     capsys.readouterr()
     for curvature in ("hessian", "ggn", "fisher"):
         assert main(["analyze", str(tmp_path / "encoder"), "--curvature", curvature, "--top-k", "1", "--json"]) == 0

@@ -125,7 +125,7 @@ def test_power_iteration_agrees_but_costs_more(case):
 
 def test_trace_frobenius_diagonal_against_exact(case):
     dense = case["dense"]
-    H = HessianOperator(case["obj"])
+    H = DenseOperator(dense)  # the operator's products equal it (test_hessian_products_equal_dense); estimators only
     exact_trace = float(torch.trace(dense))
     res = hutchinson(H, rtol=0.0, atol=0.0, max_probes=400, block=50, frobenius=True, diagonal=True, seed=3)
     assert res.probes == 400 and abs(res.estimate - exact_trace) <= 3 * res.stderr
@@ -170,7 +170,7 @@ def test_trace_standard_errors_cover_the_truth():
 
 def test_slq_density_cdf_matches_exact(case):
     evals = case["evals"]
-    density = slq(HessianOperator(case["obj"]), num_runs=10, num_steps=80, seed=0)
+    density = slq(DenseOperator(case["dense"]), num_runs=10, num_steps=80, seed=0)  # products: tested above
     assert np.allclose(density.weights.sum(1), 1.0)
     sigma = density.default_sigma()
     t = np.linspace(evals.min() - 5 * sigma, evals.max() + 5 * sigma, 20000)
@@ -195,12 +195,14 @@ def test_ggn_equals_hessian_for_linear_model_with_mse():
 def test_fisher_equals_ggn_for_cross_entropy_in_expectation():
     model, ds = _trained("tanh-mlp")
     obj = Objective(model, ds.x_train[:64], ds.y_train[:64], dtype=torch.float64)
-    G = GGNOperator(obj).to_dense()
-    # F_S = (1/N) sum_n J_n^T (mean_s s_ns s_ns^T) J_n from the operator's own score draws and the dense
-    # Jacobian (its products equal this matrix: tests/test_exact_curvature.py)
-    x = obj.batches[0][0]
+    # G = J^T H_out J and F_S = (1/N) sum_n J_n^T (mean_s s_ns s_ns^T) J_n from the dense Jacobian and the
+    # operator's own score draws (the operators' products equal these matrices: tests/test_exact_curvature.py)
+    x, y = obj.batches[0]
     J = torch.func.jacrev(lambda w: obj.output(obj.layout.unflatten(w), x))(obj.point())  # (N, D, P)
     out = obj.output(obj.theta, x).detach()
+    h_out = torch.autograd.functional.hessian(lambda z: obj.loss_fn(z.reshape(out.shape), y), out.reshape(-1))
+    G = J.reshape(-1, obj.dim).T @ h_out @ J.reshape(-1, obj.dim)
+    assert torch.allclose(GGNOperator(obj) @ torch.eye(obj.dim, dtype=torch.float64)[:, :4], G[:, :4], atol=1e-12)
 
     def fisher(samples):
         s = FisherOperator(obj, "mc", mc_samples=samples, seed=1)._score(0, out)   # (S, N, D)
@@ -210,10 +212,10 @@ def test_fisher_equals_ggn_for_cross_entropy_in_expectation():
     errors = [float((fisher(s) - G).norm() / G.norm()) for s in (16, 1024)]
     assert errors[1] < 0.25 * errors[0] and errors[1] < 0.12  # 1/sqrt(S) convergence (0.125 expected): no bias
     # empirical Fisher: (1/N) sum_n g_n g_n^T with per-sample gradients
-    E = FisherOperator(obj, "empirical").to_dense()
+    V = torch.randn(obj.dim, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     per_sample = torch.stack([Objective(model, ds.x_train[i:i + 1], ds.y_train[i:i + 1], dtype=torch.float64)
                               .gradient() for i in range(64)])
-    assert torch.allclose(E, per_sample.T @ per_sample / 64, atol=1e-12)
+    assert torch.allclose(FisherOperator(obj, "empirical") @ V, per_sample.T @ (per_sample @ V) / 64, atol=1e-12)
 
 
 def test_unused_parameters_give_zero_rows():
@@ -260,8 +262,8 @@ def test_control_variate_trace_is_unbiased_and_cheaper(case):
     result = estimate_trace(HessianOperator(obj), rtol=0.01, seed=0)
     assert result.method == "ggn-control-variate" and result.converged
     assert abs(result.estimate - exact) <= 3 * result.stderr
-    plain = hutchinson(HessianOperator(obj), rtol=0.01, seed=0)
-    assert result.products < plain.products
+    plain = hutchinson(HessianOperator(obj), rtol=0.01, seed=0, max_probes=result.products)
+    assert not plain.converged  # plain Hutchinson needs more products than the control variate used
     # unbiased for any control: with C = 0 it is Hutchinson
     A = DenseOperator(case["dense"])
     zero = DenseOperator(torch.zeros_like(case["dense"]))

@@ -25,6 +25,8 @@ from landscape.objective import Objective
 from landscape.operators import DenseOperator, FisherOperator, GGNOperator, HessianOperator
 from landscape.operators.exact_trace import exact_fisher_trace, exact_ggn_trace
 
+from user_models import Encoder, SquareLayer  # SquareLayer: x^2 with a backward but no forward-mode rule
+
 
 class Tied(nn.Module):
     """``b.weight is a.weight``: one tensor, two modules, two names; ``unused`` never runs."""
@@ -38,17 +40,6 @@ class Tied(nn.Module):
     def forward(self, x):
         h = torch.tanh(self.a(torch.tanh(self.inp(x))))
         return self.out(torch.tanh(self.b(h)))
-
-
-class Encoder(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.Linear(4, 8)
-        self.layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
-        self.head = nn.Linear(8, 10)
-
-    def forward(self, x):
-        return self.head(self.layer(self.embed(x.reshape(x.shape[0], 10, 4))).mean(1))
 
 
 class Attention(nn.Module):
@@ -78,7 +69,7 @@ def _sequence_linear():
 
 
 MODELS = {"tied": Tied, "called-twice": _called_twice, "bn-cnn": _bn_cnn, "sequence-linear": _sequence_linear,
-          "encoder": Encoder, "attention": Attention}
+          "encoder": lambda: Encoder(10), "attention": Attention}
 EXACT_TRACE_MODELS = ("tied", "called-twice", "bn-cnn", "sequence-linear")
 
 
@@ -115,7 +106,8 @@ def _data(obj):
 
 def dense_hessian(obj):
     x, y = _data(obj)
-    return torch.autograd.functional.hessian(lambda w: obj.loss_fn(_reference_forward(obj, w, x), y), obj.point())
+    return torch.autograd.functional.hessian(lambda w: obj.loss_fn(_reference_forward(obj, w, x), y), obj.point(),
+                                             vectorize=True)
 
 
 def jacobian(obj):
@@ -236,31 +228,12 @@ def test_products_equal_dense(name):
         assert estimate_trace(GGNOperator(obj), rtol=0.05).method == "hutch++"
 
 
-class _Square(torch.autograd.Function):
-    """x^2 with a backward but no forward-mode rule (and no functorch support)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return 2 * x * g
-
-
-class _SquareLayer(nn.Module):
-    def forward(self, x):
-        return _Square.apply(x)
-
-
 def test_a_layer_without_derivatives_gives_one_error_naming_it():
     ds = load_dataset("mnist1d", samples=32)
-    obj = Objective(nn.Sequential(nn.Linear(40, 8), _SquareLayer(), nn.Linear(8, 10)), ds.x_train, ds.y_train)
+    obj = Objective(nn.Sequential(nn.Linear(40, 8), SquareLayer(), nn.Linear(8, 10)), ds.x_train, ds.y_train)
     v = torch.randn(obj.dim)
     for op in (GGNOperator(obj), FisherOperator(obj), HessianOperator(obj, method="forward-over-reverse")):
-        with pytest.raises(LandscapeError, match=r"products need derivatives that PyTorch .* for layer 1 \(_SquareLayer\)"):
+        with pytest.raises(LandscapeError, match=r"products need derivatives that PyTorch .* for layer 1 \(SquareLayer\)"):
             op @ v
     assert torch.isfinite(HessianOperator(obj) @ v).all()  # auto falls back to double backward, which works
 

@@ -125,7 +125,7 @@ def test_kill_minus_9_at_several_points_then_resume_is_bitwise_identical(tmp_pat
     for attempt in range(12):
         cmd = _train_cmd(out) + (["--resume"] if resume else [])
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if kills < 4:
+        if kills < 3:
             target = (kills + 1) * 2  # wait for more checkpoints each round, then kill at a random moment
             deadline = time.time() + 60
             while proc.poll() is None and time.time() < deadline:
