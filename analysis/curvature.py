@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from landscape.errors import LandscapeError
+from landscape.linalg import estimate_trace, hutchinson
+from landscape.linalg.lanczos import lanczos
+from landscape.linalg.operators import FisherOperator, GGNOperator, HessianOperator
+from landscape.linalg.slq import slq
 from landscape.objective import Objective
-from landscape.operators import FisherOperator, GGNOperator, HessianOperator
 
-from .density import slq
-from .lanczos import lanczos
 from .loading import LoadedCheckpoint
-from .trace import estimate_trace, hutchinson
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
 

@@ -44,13 +44,12 @@ from torch import nn
 from torch.func import jvp
 
 from landscape.errors import LandscapeError
+from landscape.linalg import estimate_trace, hutchinson
+from landscape.linalg.lanczos import lanczos
+from landscape.linalg.operators import HessianOperator
+from landscape.linalg.slq import slq
 from landscape.losses import per_sample
 from landscape.objective import Objective
-from landscape.operators import HessianOperator
-
-from .density import slq
-from .lanczos import lanczos
-from .trace import estimate_trace, hutchinson
 
 MEASURES = ("keskar", "keskar-subspace", "sam", "sam-multistep", "adaptive-worst", "adaptive-average",
             "lambda-max", "trace", "frobenius", "logdet", "pac-bayes", "pac-bayes-magnitude", "fisher-rao",

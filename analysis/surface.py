@@ -50,14 +50,14 @@ import torch
 from landscape import distributed
 from landscape.atomic import remove_stale_temporaries
 from landscape.errors import LandscapeError
+from landscape.linalg.lanczos import lanczos
+from landscape.linalg.operators import HessianOperator
 from landscape.objective import Objective
-from landscape.operators import HessianOperator
 from landscape.params import ParamLayout
 from landscape.runs import SCHEMA, Checkpoint, Run, atomic_h5, load_result, read_checkpoint, result_path
 
 from . import directions as dirs
 from .grid_evaluation import GridEvaluator, candidate_plans, fastest_plan, plan_chunks, split_batches
-from .lanczos import lanczos
 from .loading import LoadedCheckpoint
 
 SURFACE_FORMAT = "landscape.surface"

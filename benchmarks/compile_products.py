@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 
 from landscape.data import load_dataset
+from landscape.linalg.operators import HessianOperator
 from landscape.models import build_model
 from landscape.objective import Objective
-from landscape.operators import HessianOperator
 from timing import sync
 
 warnings.filterwarnings("ignore")

@@ -26,12 +26,12 @@ import warnings
 import numpy as np
 import torch
 
-from landscape.analysis.lanczos import lanczos
-from landscape.analysis.trace import estimate_trace, hutchpp
 from landscape.data import load_dataset
+from landscape.linalg import estimate_trace, hutchpp
+from landscape.linalg.lanczos import lanczos
+from landscape.linalg.operators import HessianOperator
 from landscape.models import build_model
 from landscape.objective import Objective
-from landscape.operators import HessianOperator
 from timing import sync
 
 warnings.filterwarnings("ignore")

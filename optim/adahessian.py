@@ -19,14 +19,10 @@ from __future__ import annotations
 
 import torch
 
-from landscape.operators import HessianOperator
+from landscape.linalg.operators import HessianOperator
+from landscape.linalg.probes import probes
 
 from .curvature_optimizer import CurvatureOptimizer
-
-
-def rademacher(n: int, generator: torch.Generator, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """n i.i.d. +-1 entries with probability 1/2 each."""
-    return (torch.randint(0, 2, (n,), generator=generator) * 2 - 1).to(dtype=dtype, device=device)
 
 
 class AdaHessian(CurvatureOptimizer):
@@ -43,7 +39,7 @@ class AdaHessian(CurvatureOptimizer):
 
     def hutchinson_diagonal(self, obj) -> torch.Tensor:
         """One-probe estimate z * (H z) of diag(H) (flat)."""
-        z = rademacher(obj.dim, self.generator, obj.dtype, obj.device)
+        z = probes(obj.dim, 1, self.generator, "rademacher", obj.dtype, obj.device)[:, 0]
         return z * (HessianOperator(obj, method="double-backward") @ z)
 
     @staticmethod

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from .line_search import closure_value_and_grad, search_along, value
-from .vectors import flat_grad, flatten
+from landscape.linalg.line_search import closure_value_and_grad, search_along, value
+from landscape.params import flat_grad, flatten
 
 
 class BFGS(torch.optim.Optimizer):

@@ -10,7 +10,7 @@ the model and the loss name, and stepped with the mini-batch::
 
 ``landscape.optim.make_closure`` closures carry ``.batch``, so the training loop steps every
 optimizer the same way. The curvature products come from the shared operators of
-``landscape.operators`` on ``Objective.live(model, x, y, loss)`` (the live parameters, no copy).
+``landscape.linalg.operators`` on ``Objective.live(model, x, y, loss)`` (the live parameters, no copy).
 Weight decay is the L2 term (weight_decay / 2) ||w||^2 added to the loss: its gradient
 weight_decay * w and its curvature weight_decay * I enter every model these methods build.
 """

@@ -34,8 +34,8 @@ import math
 import torch
 from torch.func import grad
 
+from landscape.linalg.operators import GGNOperator
 from landscape.models import has_batchnorm
-from landscape.operators import GGNOperator
 
 from .curvature_optimizer import CurvatureOptimizer
 

@@ -20,11 +20,11 @@ import math
 
 import torch
 
+from landscape.linalg.cg import conjugate_gradient
+from landscape.linalg.operators import GGNOperator, ShiftedOperator
 from landscape.objective import Objective
-from landscape.operators import GGNOperator, ShiftedOperator
 
 from .curvature_optimizer import CurvatureOptimizer
-from .linear_solvers import conjugate_gradient
 
 
 class _GaussNewtonBase(CurvatureOptimizer):

@@ -21,10 +21,10 @@ import math
 
 import torch
 
-from landscape.operators import GGNOperator
+from landscape.linalg.cg import conjugate_gradient
+from landscape.linalg.operators import GGNOperator
 
 from .curvature_optimizer import CurvatureOptimizer
-from .linear_solvers import conjugate_gradient
 
 
 class HessianFree(CurvatureOptimizer):

@@ -20,12 +20,12 @@ import math
 
 import torch
 
+from landscape.linalg.cg import conjugate_gradient
+from landscape.linalg.line_search import search_along
+from landscape.linalg.operators import HessianOperator
 from landscape.objective import Objective
-from landscape.operators import HessianOperator
 
 from .curvature_optimizer import CurvatureOptimizer
-from .line_search import search_along
-from .linear_solvers import conjugate_gradient
 
 
 class _LineSearchNewton(CurvatureOptimizer):

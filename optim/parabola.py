@@ -32,7 +32,7 @@ import math
 
 import torch
 
-from .vectors import add_, flat_grad, flatten
+from landscape.params import add_, flat_grad, flatten
 
 
 class ParabolaStep(torch.optim.Optimizer):

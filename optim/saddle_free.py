@@ -13,12 +13,11 @@ search (halving from t = lr, Armijo c = 1e-4) makes the step decrease the mini-b
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
-from landscape.analysis.lanczos import LanczosProcess
-from landscape.operators import HessianOperator, ShiftedOperator
+from landscape.linalg.lanczos import LanczosProcess
+from landscape.linalg.operators import HessianOperator, ShiftedOperator
 
 from .curvature_optimizer import CurvatureOptimizer
 

@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
-from landscape.data import Dataset, data_for_model, dataset_from_config, model_from_config
 from landscape import distributed
+from landscape.data import Dataset, data_for_model, dataset_from_config, model_from_config
 from landscape.devices import resolve_device
 from landscape.errors import LandscapeError, TrainingDiverged
 from landscape.losses import evaluate, get_loss
@@ -34,6 +34,7 @@ from landscape.seeding import capture_rng_state, restore_rng_state, seed_everyth
 from . import config as config_mod
 from .registry import build_optimizer, get_entry
 from .schedules import lr_factor
+from .tracking import CurvatureTracker
 
 MAX_EVALUATIONS = 200
 TARGET_CHECKPOINTS = 20
@@ -231,8 +232,6 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
     track_every = training["track_curvature_every"]
     tracker = None
     if track_every:
-        from landscape.analysis.tracking import CurvatureTracker  # analysis builds on the core, lazily here
-
         tracker = CurvatureTracker(exp.dataset.x_train, exp.dataset.y_train, training["loss"],
                                    training["track_samples"], training["seed"], training["track_trace"])
     if resume:

@@ -8,8 +8,8 @@ import torch
 
 from landscape.analysis import load_checkpoint_model
 from landscape.cli.main import main
+from landscape.linalg.operators import HessianOperator
 from landscape.objective import Objective
-from landscape.operators import HessianOperator
 
 SMALL = ["--samples", "300", "--set", "model.widths=[12]", "--batch-size", "50", "--epochs", "3",
          "--optimizer", "adam", "--lr", "0.01", "--device", "cpu", "-q"]

@@ -5,13 +5,13 @@ import pytest
 import torch
 from scipy.special import ndtr
 
-from landscape.analysis.density import slq
-from landscape.analysis.lanczos import lanczos
-from landscape.analysis.power import power_iteration
-from landscape.analysis.trace import exact_diagonal, hutchinson, hutchpp
 from landscape.data import load_dataset
+from landscape.linalg import exact_diagonal, hutchinson, hutchpp
+from landscape.linalg.lanczos import lanczos
+from landscape.linalg.operators import DenseOperator, FisherOperator, GGNOperator, HessianOperator
+from landscape.linalg.power import power_iteration
+from landscape.linalg.slq import slq
 from landscape.objective import Objective
-from landscape.operators import DenseOperator, FisherOperator, GGNOperator, HessianOperator
 
 
 def _cnn():
@@ -256,7 +256,7 @@ def test_blocks_batches_scipy_and_determinism(case):
 
 
 def test_control_variate_trace_is_unbiased_and_cheaper(case):
-    from landscape.analysis.trace import control_variate_trace, estimate_trace
+    from landscape.linalg import control_variate_trace, estimate_trace
 
     obj, exact = case["obj"], float(torch.trace(case["dense"]))
     result = estimate_trace(HessianOperator(obj), rtol=0.01, seed=0)

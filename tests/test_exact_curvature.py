@@ -17,13 +17,14 @@ from torch import nn
 from torch.func import functional_call, jacrev
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from landscape.analysis.trace import _choose_hessian_estimator, control_variate_trace, estimate_trace, hutchpp
 from landscape.data import load_dataset
 from landscape.errors import LandscapeError
+from landscape.linalg import control_variate_trace, estimate_trace, hutchpp
+from landscape.linalg.operators import DenseOperator, FisherOperator, GGNOperator, HessianOperator
+from landscape.linalg.operators.exact_trace import exact_fisher_trace, exact_ggn_trace
+from landscape.linalg.trace import _choose_hessian_estimator
 from landscape.losses import per_sample
 from landscape.objective import Objective
-from landscape.operators import DenseOperator, FisherOperator, GGNOperator, HessianOperator
-from landscape.operators.exact_trace import exact_fisher_trace, exact_ggn_trace
 
 from user_models import Encoder, SquareLayer  # SquareLayer: x^2 with a backward but no forward-mode rule
 

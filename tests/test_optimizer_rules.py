@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from landscape.linalg.line_search import strong_wolfe
 from landscape.optim import (BFGS, SAM, BarzilaiBorwein, DeltaBarDelta, IterateAveraging, Lookahead, NonlinearCG,
                              ParabolaStep)
-from landscape.optim.line_search import strong_wolfe
 
 A = np.diag([1.0, 4.0, 10.0])
 B = np.array([1.0, -2.0, 0.5])

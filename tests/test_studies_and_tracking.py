@@ -4,13 +4,13 @@ import json
 
 import pytest
 import torch
-
 from conftest import tree_digest
+
 from landscape.analysis import load_checkpoint_model
 from landscape.analysis.study import kendall_correlations
 from landscape.cli.main import main
+from landscape.linalg.operators import HessianOperator
 from landscape.objective import Objective
-from landscape.operators import HessianOperator
 from landscape.plotting import stability_factor
 from landscape.runs import Run
 

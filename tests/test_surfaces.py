@@ -13,21 +13,19 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import tree_digest
+from processes import two_processes
 
-from landscape.analysis import evaluate_checkpoint, load_checkpoint_model
 from landscape.analysis import directions as dirs
+from landscape.analysis import evaluate_checkpoint, load_checkpoint_model
 from landscape.analysis.grid_evaluation import GridEvaluator, _first_affine_layer, recompute_batchnorm, split_batches
 from landscape.analysis.surface import SurfaceSpec, compute_surface, load_surface
 from landscape.cli.main import main
 from landscape.data import load_dataset
+from landscape.linalg.operators import HessianOperator
 from landscape.losses import evaluate
 from landscape.models import build_model
-
-from processes import two_processes
 from landscape.objective import Objective
-from landscape.operators import HessianOperator
-
-from conftest import tree_digest
 
 MLP = ["--samples", "300", "--set", "model.widths=[12]", "--batch-size", "50", "--epochs", "3",
        "--optimizer", "adam", "--lr", "0.01", "--device", "cpu", "-q", "--checkpoint-every", "6"]

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from ..losses import sample_targets
-from ..objective import Objective
+from ...losses import sample_targets
+from ...objective import Objective
 from .ggn import OutputSpaceOperator
 
 KINDS = ("empirical", "mc")

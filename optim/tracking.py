@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import torch
 
+from landscape.linalg.lanczos import lanczos
+from landscape.linalg.operators import HessianOperator
+from landscape.linalg.trace import estimate_trace
 from landscape.objective import Objective
-from landscape.operators import HessianOperator
-
-from .lanczos import lanczos
-from .trace import estimate_trace
 
 
 class CurvatureTracker:

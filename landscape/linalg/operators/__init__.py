@@ -1,7 +1,7 @@
 """Curvature operators on the flat parameter vector: Hessian, generalized Gauss-Newton, Fisher.
 
 >>> from landscape.objective import Objective
->>> from landscape.operators import HessianOperator
+>>> from landscape.linalg.operators import HessianOperator
 >>> H = HessianOperator(Objective(model, x, y, "cross_entropy"))
 >>> Hv = H @ v                      # v: flat vector of H.shape[0] entries
 >>> eigsh(H.to_scipy(), k=3)        # SciPy interop

@@ -121,7 +121,7 @@ def strong_wolfe(evaluate: Evaluate, loss0: float, grad0: torch.Tensor, directio
 def closure_value_and_grad(params: list[torch.Tensor], closure: Callable[[], torch.Tensor]
                            ) -> Callable[[], tuple[float, torch.Tensor]]:
     """(loss, flat gradient) at the current parameters from a torch-style closure."""
-    from .vectors import flat_grad
+    from ..params import flat_grad
 
     def evaluate() -> tuple[float, torch.Tensor]:
         with torch.enable_grad():
@@ -136,7 +136,7 @@ def search_along(params: list[torch.Tensor], value_and_grad: Callable[[], tuple[
                  c1: float, c2: float, max_evaluations: int) -> LineSearchResult:
     """Strong-Wolfe search on the parameters themselves: ``value_and_grad()`` is evaluated with the
     parameters at x0 + t d, and they are left at x0 + t* d for the step t* found (x0 when it failed)."""
-    from .vectors import assign_
+    from ..params import assign_
 
     last = [None]
 

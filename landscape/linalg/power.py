@@ -11,9 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from landscape.operators.base import LinearOperator
-
 from .lanczos import EigenResult
+from .operators.base import LinearOperator
 from .probes import generator, probes
 
 

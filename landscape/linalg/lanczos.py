@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
 
-from landscape.operators.base import LinearOperator
-
+from .operators.base import LinearOperator
 from .probes import generator, probes
 
 WHICH = ("LA", "SA", "LM")

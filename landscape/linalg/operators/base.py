@@ -13,9 +13,9 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from ..derivatives import is_missing_derivative, missing_derivative_error
-from ..errors import LandscapeError
-from ..objective import Objective
+from ...derivatives import is_missing_derivative, missing_derivative_error
+from ...errors import LandscapeError
+from ...objective import Objective
 
 
 class LinearOperator:

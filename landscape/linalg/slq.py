@@ -16,9 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from landscape.operators.base import LinearOperator
-
 from .lanczos import LanczosProcess
+from .operators.base import LinearOperator
 from .probes import generator, probes
 
 

@@ -10,11 +10,10 @@ Hessian when the model is linear in theta.
 
 from __future__ import annotations
 
-
 import torch
 from torch.func import grad, jvp
 
-from ..objective import Objective
+from ...objective import Objective
 from .base import CurvatureOperator
 from .memory import may_cache, saved_tensor_bytes
 

@@ -25,7 +25,7 @@ import time
 import torch
 from torch.func import grad, jvp, vmap
 
-from ..objective import Objective, differentiable_attention
+from ...objective import Objective, differentiable_attention
 from .base import CurvatureOperator
 from .memory import may_cache, saved_tensor_bytes
 
