@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landscape.losses import get_loss
+from landscape.losses import get_loss, sample_targets
 
 from .curvature_optimizer import CurvatureOptimizer
 
@@ -76,15 +76,6 @@ class KFAC(CurvatureOptimizer):
         self.layers = [m for m in model.modules() if isinstance(m, SUPPORTED) and m.weight.requires_grad]
         self.generator = torch.Generator().manual_seed(seed)
 
-    def _sampled_targets(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Targets drawn from the model's predictive distribution (the true Fisher's expectation)."""
-        if self.loss == "cross_entropy":
-            probs = torch.softmax(out.detach().double(), dim=-1).cpu()
-            return torch.multinomial(probs, 1, generator=self.generator).reshape(y.shape).to(y.device)
-        noise = torch.randn(out.shape, generator=self.generator, dtype=out.dtype).to(out.device)
-        scale = 0.5 ** 0.5 if self.loss == "sum_squares" else (0.5 * out[0].numel()) ** 0.5
-        return out.detach() + scale * noise  # Gaussian whose log-likelihood is the squared-error loss
-
     def factors(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict, dict]:
         """(loss, A per layer, G per layer) of one batch; leaves the true-label gradients in .grad."""
         inputs, outputs = {}, {}
@@ -103,7 +94,7 @@ class KFAC(CurvatureOptimizer):
                 if not bool(torch.isfinite(out).all()):  # diverged: report the loss, take no step
                     return loss_fn(out, y).detach(), {}, {}
                 if self.param_groups[0]["fisher"] == "mc":
-                    sampled = loss_fn(out, self._sampled_targets(out, y))
+                    sampled = loss_fn(out, sample_targets(self.loss, out, self.generator))
                     torch.autograd.backward(sampled, inputs=[m.weight for m in self.layers], retain_graph=True)
                     g_rows = {m: _output_rows(m, outputs[m]) * n for m in self.layers}
                     self.zero_grad(set_to_none=True)
