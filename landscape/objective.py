@@ -45,56 +45,119 @@ def differentiable_attention() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(before)
 
 
+@contextlib.contextmanager
+def batchnorm_statistics_frozen(model: torch.nn.Module, after_forwards: int = 0) -> Iterator[None]:
+    """BatchNorm layers in training mode keep normalising by batch statistics, but their running statistics
+    stop changing after ``after_forwards`` plain forward passes of the block (0: at once); restored after it.
+
+    The one BatchNorm rule of the curvature code: ``torch.func`` transforms (jvp, vmap) refuse the in-place
+    update of the running statistics (``after_forwards=0`` inside every product), and an optimizer step that
+    evaluates the model many times (line searches, curvature products) updates them once (``after_forwards=1``).
+    """
+    layers = [m for m in model.modules()
+              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    handles = []
+    if after_forwards == 0:
+        for m in layers:
+            m.track_running_stats = False
+    else:
+        seen = {m: 0 for m in layers}
+
+        def count(module, args, out):
+            seen[module] += 1
+            if seen[module] >= after_forwards:
+                module.track_running_stats = False
+
+        handles = [m.register_forward_hook(count) for m in layers]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for m in layers:
+            m.track_running_stats = True
+
+
 class Objective:
+    """L(theta) = sum_b (n_b / N) l_b(theta) over the batches of (x, y), a pure function of the selected
+    parameters (module docstring).
+
+    Args:
+        model: any ``nn.Module`` called as ``model(x)``.
+        x, y: the inputs and targets of all N samples.
+        loss: a loss name of :mod:`landscape.losses` (``cross_entropy``, ``mse``, ``sum_squares``).
+        batch_size: samples per batch (default 1024); the value is the same for any batch size.
+        params: the names of the parameters that are variables (default: all that require grad).
+        dtype: run in this floating dtype instead of the model's own (the data follows the model).
+        device: where to run (default: the model's device).
+        shard: under torchrun, each process takes a contiguous block of whole batches and results are summed.
+        live: the model itself instead of a private copy, for optimizers (:meth:`live`).
+    """
+
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy", *,
                  batch_size: int | None = None, params: Sequence[str] | None = None,
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                 shard: bool = False):
-        model = copy.deepcopy(model)
+                 shard: bool = False, live: bool = False):
+        if live and (batch_size is not None or dtype is not None or device is not None or shard):
+            raise ValueError("a live objective is one batch on the model as it is: no batch_size, dtype, device "
+                             "or shard")
+        recast = False
+        if not live:
+            model = copy.deepcopy(model)
+            recast = dtype is not None and dtype != floating_dtype(model)
+            if recast:
+                model = model.to(dtype)
+            x, y = (t.to(floating_dtype(model)) if t.is_floating_point() else t for t in (x, y))
         device = torch.device(device) if device is not None else next(
             (p.device for p in model.parameters()), x.device)
-        recast = dtype is not None and dtype != floating_dtype(model)
-        if recast:
-            model = model.to(dtype)
-        dtype = floating_dtype(model)  # the data follows the model's dtype
-        x = x.to(dtype) if x.is_floating_point() else x
-        y = y.to(dtype) if y.is_floating_point() else y
-        model = model.to(device).eval()
+        if not live:
+            model = model.to(device).eval()
         self.model = model
         self.loss_name = loss
         self.loss_fn = get_loss(loss)
-        named = dict(model.named_parameters())
+        self._select(params, live)
+        self._batch(x, y, x.shape[0] if live else batch_size, shard and distributed.world_size() > 1, device)
+        self.device = device
+        self.dtype = next(iter(self.theta.values())).dtype
+        if recast:
+            self._check_runs_in(floating_dtype(model), x[:1].to(device))
+
+    def _select(self, params: Sequence[str] | None, live: bool) -> None:
+        """The variables (``layout``, ``theta``: detached views of the parameters, so in-place updates of a
+        live model show through) and the constants (``frozen``: the other parameters and the buffers)."""
+        named = dict(self.model.named_parameters())
         selected = list(params) if params is not None else [n for n, p in named.items() if p.requires_grad]
         unknown = [n for n in selected if n not in named]
         if unknown:
             raise LandscapeError(f"model has no parameter {unknown[0]!r}")
         if not selected:
-            raise LandscapeError("no parameters selected for differentiation")
+            raise LandscapeError("the model has no trainable parameters" if live and params is None
+                                 else "no parameters selected for differentiation")
         self.layout = ParamLayout.from_tensors({n: named[n] for n in selected})
         self.theta = {n: named[n].detach() for n in self.layout.names}
         self.frozen = {n: p.detach() for n, p in named.items() if n not in self.theta}
-        self.frozen.update({n: b.detach() for n, b in model.named_buffers()})
+        self.frozen.update({n: b if live else b.detach() for n, b in self.model.named_buffers()})
+
+    def _batch(self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None, sharded: bool,
+               device: torch.device) -> None:
+        """Whole batches of ``batch_size`` samples. They depend on N and the batch size only; a sharded
+        objective (under torchrun) takes a contiguous block of whole batches (a rank may have none), so every
+        batch is computed exactly as by one process."""
         n = x.shape[0]
         if n == 0:
             raise LandscapeError("the objective needs at least one sample")
         bs = min(n, batch_size or DEFAULT_BATCH_SIZE)
         if bs <= 0:
             raise LandscapeError(f"batch size must be positive, got {batch_size}")
-        self.sharded = shard and distributed.world_size() > 1
-        # The batches depend on n and the batch size only; under torchrun each rank takes a contiguous
-        # block of whole batches (a rank may have none), so every batch is computed exactly as by one process.
+        self.sharded = sharded
         ids = range((n + bs - 1) // bs)
-        if self.sharded:
+        if sharded:
             lo, hi = distributed.block(len(ids))
             ids = ids[lo:hi]
         self.batch_ids = list(ids)  # global batch numbers (per-batch random draws are seeded by them)
         self.batches = [(x[b * bs:(b + 1) * bs].to(device), y[b * bs:(b + 1) * bs].to(device)) for b in ids]
         self.weights = [xb.shape[0] / n for xb, _ in self.batches]
         self.num_samples = n
-        self.device = device
-        self.dtype = next(iter(self.theta.values())).dtype
-        if recast:
-            self._check_runs_in(dtype, x[:1].to(device))
 
     def _check_runs_in(self, dtype: torch.dtype, sample: torch.Tensor) -> None:
         """A model cast to another precision may not run there (a forward that hard-codes a dtype)."""
@@ -107,30 +170,13 @@ class Objective:
                                  f"works; leave --precision out to use it): {first}") from None
 
     @classmethod
-    def live(cls, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy"
-             ) -> "Objective":
+    def live(cls, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy", *,
+             params: Sequence[str] | None = None) -> "Objective":
         """The loss of one mini-batch on ``model`` itself, for optimizers: no copy, the model's own
         train/eval mode and buffers, and ``theta`` holding detached *views* of the live parameters
-        (every parameter that requires grad), so in-place updates of the model show through."""
-        self = cls.__new__(cls)
-        self.sharded = False
-        self.model = model
-        self.loss_name = loss
-        self.loss_fn = get_loss(loss)
-        named = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        if not named:
-            raise LandscapeError("the model has no trainable parameters")
-        self.layout = ParamLayout.from_tensors(named)
-        self.theta = {n: p.detach() for n, p in named.items()}
-        self.frozen = {n: p.detach() for n, p in model.named_parameters() if n not in named}
-        self.frozen.update(dict(model.named_buffers()))
-        self.batches = [(x, y)]
-        self.batch_ids = [0]
-        self.weights = [1.0]
-        self.num_samples = x.shape[0]
-        self.device = x.device
-        self.dtype = next(iter(self.theta.values())).dtype
-        return self
+        (``params``, default every parameter that requires grad), so in-place updates of the model show
+        through."""
+        return cls(model, x, y, loss, params=params, live=True)
 
     @contextlib.contextmanager
     def transformable(self) -> Iterator[None]:
@@ -139,16 +185,8 @@ class Objective:
         vmap) refuse, and attention runs through kernels with forward-mode derivatives
         (:func:`differentiable_attention`). The running statistics are updated by the plain forward
         passes outside."""
-        changed = [m for m in self.model.modules()
-                   if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
-        for m in changed:
-            m.track_running_stats = False
-        try:
-            with differentiable_attention():
-                yield
-        finally:
-            for m in changed:
-                m.track_running_stats = True
+        with batchnorm_statistics_frozen(self.model), differentiable_attention():
+            yield
 
     # --- structure ---------------------------------------------------------------------------------
     @property
@@ -217,8 +255,9 @@ class Objective:
         value, total = 0.0, None
         for (x, y), w in zip(self.batches, self.weights):
             leaves = {n: t.detach().requires_grad_() for n, t in base.items()}
-            loss = self.batch_loss(leaves, x, y)
-            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True, materialize_grads=True)
+            with torch.enable_grad():
+                loss = self.batch_loss(leaves, x, y)
+                grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True, materialize_grads=True)
             flat = self.layout.flatten(list(grads))
             if total is None and len(self.batches) == 1 and not self.sharded:
                 total = flat if w == 1.0 else w * flat  # one batch: nothing to combine

@@ -17,34 +17,12 @@ weight_decay * w and its curvature weight_decay * I enter every model these meth
 
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Iterator
 
 import torch
 
 from landscape.losses import get_loss
-from landscape.objective import Objective
-
-
-@contextlib.contextmanager
-def batchnorm_updates_once(model: torch.nn.Module) -> Iterator[None]:
-    """BatchNorm layers in training mode update their running statistics on their first plain forward
-    pass of the block only (a step evaluates the model many times: line searches, curvature products)."""
-    layers = [m for m in model.modules()
-              if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
-
-    def freeze(module, args, out):
-        module.track_running_stats = False
-
-    handles = [m.register_forward_hook(freeze) for m in layers]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-        for m in layers:
-            m.track_running_stats = True
+from landscape.objective import Objective, batchnorm_statistics_frozen
 
 
 class CurvatureOptimizer(torch.optim.Optimizer):
@@ -61,7 +39,7 @@ class CurvatureOptimizer(torch.optim.Optimizer):
 
     def step(self, closure=None, *, batch=None):
         """One step on the mini-batch ``batch`` (or ``closure.batch``); returns the loss before it."""
-        with batchnorm_updates_once(self.model):
+        with batchnorm_statistics_frozen(self.model, after_forwards=1):  # updated once per step
             return self._step(closure, batch)
 
     def _step(self, closure=None, batch=None):
@@ -89,12 +67,8 @@ class CurvatureOptimizer(torch.optim.Optimizer):
 
     def loss_and_gradient(self, objective: Objective, regularize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """The mini-batch loss with the weight-decay term (unless ``regularize=False``) and its flat gradient."""
-        x, y = objective.batches[0]
-        leaves = {n: t.detach().requires_grad_() for n, t in objective.theta.items()}
-        with torch.enable_grad():
-            loss = objective.batch_loss(leaves, x, y)
-            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True, materialize_grads=True)
-        loss, g = loss.detach(), objective.layout.flatten(list(grads))
+        value, g = objective.value_and_gradient()
+        loss = torch.tensor(value, dtype=g.dtype, device=g.device)  # the batch mean, exactly (one batch)
         wd = self.param_groups[0].get("weight_decay", 0.0) if regularize else 0.0
         if wd:
             w = objective.point()
@@ -104,9 +78,8 @@ class CurvatureOptimizer(torch.optim.Optimizer):
     def value(self, objective: Objective) -> float:
         """The mini-batch loss with the weight-decay term at the current parameters (no gradient)."""
         wd = self.param_groups[0].get("weight_decay", 0.0)
-        with torch.no_grad():
-            value = float(objective.batch_loss(objective.theta, *objective.batches[0]))
-            return value + (0.5 * wd * float(objective.point().pow(2).sum()) if wd else 0.0)
+        value = objective.value()
+        return value + (0.5 * wd * float(objective.point().pow(2).sum()) if wd else 0.0)
 
     def backtrack(self, objective: Objective, direction: torch.Tensor, loss: float, slope: float, step: float,
                   c: float = 1e-4, shrink: float = 0.5, tries: int = 30) -> float:
