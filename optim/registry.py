@@ -286,8 +286,16 @@ def build_optimizer(spec: Mapping[str, Any], params, *, model: torch.nn.Module |
     if entry.needs_model and (model is None or loss is None):
         raise LandscapeError(f"optimizer {name!r} uses the loss as a function of the parameters: "
                              "build it with build_optimizer(spec, params, model=model, loss=loss_name)")
+    params = list(params)
+    if entry.needs_model and _identities(params) != _identities(model.parameters()):
+        raise LandscapeError(f"optimizer {name!r} steps every trainable parameter of the model, not a subset: "
+                             "set requires_grad=False on the parameters it should leave alone")
     fixed = {"model": model, "loss": loss} if entry.needs_model else {}
-    return _build(name, options, list(params), float(lr), float(weight_decay), fixed)
+    return _build(name, options, params, float(lr), float(weight_decay), fixed)
+
+
+def _identities(params) -> set[int]:
+    return {id(p) for p in params if p.requires_grad}
 
 
 def _build(name: str, options: dict[str, Any], params: list, lr: float, weight_decay: float,

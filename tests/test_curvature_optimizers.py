@@ -273,3 +273,17 @@ def test_batchnorm_in_training_mode_updates_running_statistics_once_per_step(nam
     assert math.isfinite(float(loss))
     assert int(bn.num_batches_tracked) == 2  # one update per step, however many evaluations the step makes
     assert all(m.track_running_stats for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d))
+
+
+def test_curvature_optimizers_refuse_a_parameter_subset_instead_of_stepping_the_whole_model():
+    from landscape.errors import LandscapeError
+    from landscape.optim import build_optimizer
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
+    with pytest.raises(LandscapeError, match="not a subset"):
+        build_optimizer({"name": "curveball"}, model[2].parameters(), model=model, loss="cross_entropy")
+    for p in model[0].parameters():
+        p.requires_grad_(False)  # the documented way: freeze what it should leave alone
+    before, head = model[0].weight.clone(), model[2].weight.clone()
+    opt = build_optimizer({"name": "curveball"}, model.parameters(), model=model, loss="cross_entropy")
+    opt.step(batch=(torch.randn(16, 4), torch.randint(0, 3, (16,))))
+    assert torch.equal(model[0].weight, before) and not torch.equal(model[2].weight, head)
