@@ -10,7 +10,7 @@ import pytest
 
 from landscape.cli.main import main
 
-from processes import two_processes
+from processes import free_port, two_processes
 
 SMALL = ["--samples", "300", "--set", "model.widths=[12]", "--batch-size", "50", "--epochs", "3",
          "--optimizer", "adam", "--lr", "0.01", "--device", "cpu", "-q"]
@@ -21,7 +21,7 @@ def test_two_process_curvature_matches_one_process(tmp_path, capsys):
     assert main(["train", *SMALL, "--out", str(run)]) == 0
     args = ["analyze", str(run), "--top-k", "3", "--trace", "--batch-size", "64", "--json"]
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                          "--master-port", "29543", "-m", "landscape", *args],
+                          "--master-port", str(free_port()), "-m", "landscape", *args],
                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     two = json.loads(out.stdout)
