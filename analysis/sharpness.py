@@ -155,17 +155,9 @@ def _chunks(obj: Objective, m: int | None) -> list[Objective]:
         return [obj]
     if obj.sharded:
         raise LandscapeError("m-sharpness does not run on data shared by several processes; run it as one process")
-    x = torch.cat([b[0] for b in obj.batches])
-    y = torch.cat([b[1] for b in obj.batches])
-    n = (x.shape[0] // m) * m
-    if n == 0:
+    if obj.num_samples < m:
         raise LandscapeError(f"m-sharpness needs at least m = {m} samples")
-    out = []
-    for i in range(0, n, m):
-        sub = copy.copy(obj)
-        sub.batches, sub.batch_ids, sub.weights, sub.num_samples = [(x[i:i + m], y[i:i + m])], [0], [1.0], m
-        out.append(sub)
-    return out
+    return obj.groups(m)
 
 
 def sam_sharpness(obj: Objective, rho: float = 0.05, steps: int = 1, m: int | None = None) -> float:

@@ -207,6 +207,20 @@ class Objective:
         """The current parameters as a flat vector."""
         return self.layout.flatten(self.theta)
 
+    def groups(self, m: int) -> list["Objective"]:
+        """The objectives of consecutive groups of ``m`` samples, one batch each (a last group with fewer than
+        ``m`` samples is left out); e.g. for m-sharpness. Not for sharded objectives."""
+        if self.sharded:
+            raise LandscapeError("an objective whose data is shared by several processes cannot be split in groups")
+        x = torch.cat([b[0] for b in self.batches])
+        y = torch.cat([b[1] for b in self.batches])
+        out = []
+        for i in range(0, (x.shape[0] // m) * m, m):
+            group = copy.copy(self)
+            group.batches, group.batch_ids, group.weights, group.num_samples = [(x[i:i + m], y[i:i + m])], [0], [1.0], m
+            out.append(group)
+        return out
+
     # --- evaluation --------------------------------------------------------------------------------
     def output(self, theta: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.model, {**self.frozen, **theta}, (x,))
