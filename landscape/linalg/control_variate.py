@@ -9,6 +9,12 @@ from .probes import generator, probes
 from .trace_result import TraceResult, next_block, reached, standard_error
 
 
+def residual_samples(op: LinearOperator, control: LinearOperator, V: torch.Tensor) -> list[float]:
+    """v^T (A - C) v for each float64 probe column v of ``V`` (one product with A and one with C per probe)."""
+    RV = op.matmat(V.to(op.dtype)).to(torch.float64) - control.matmat(V.to(control.dtype)).to(torch.float64)
+    return (V * RV).sum(0).tolist()
+
+
 def control_variate_trace(op: LinearOperator, control: LinearOperator, control_trace: float, *, rtol: float = 1e-2,
                           atol: float = 0.0, min_probes: int = 10, max_probes: int = 1000, block: int | None = None,
                           seed: int = 0, distribution: str = "rademacher",
@@ -27,8 +33,7 @@ def control_variate_trace(op: LinearOperator, control: LinearOperator, control_t
     while len(samples) < max_probes and not reached(samples, control_trace, rtol, atol, min_probes):
         k = next_block(len(samples), block, min_probes, max_probes, op.device)
         V = probes(n, k, gen, distribution, torch.float64, op.device)
-        RV = op.matmat(V.to(op.dtype)).to(torch.float64) - control.matmat(V.to(control.dtype)).to(torch.float64)
-        samples.extend((V * RV).sum(0).tolist())
+        samples.extend(residual_samples(op, control, V))
     return TraceResult(control_trace + float(np.mean(samples)), standard_error(samples), len(samples),
                        op.num_products + control.num_products - before + 2 * len(initial or []),
                        reached(samples, control_trace, rtol, atol, min_probes), "ggn-control-variate",

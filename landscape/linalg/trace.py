@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-from .control_variate import control_variate_trace
+from .control_variate import control_variate_trace, residual_samples
 from .hutchpp import HutchppSketch, hutchpp
 from .operators import FisherOperator, GGNOperator, HessianOperator
 from .operators.base import LinearOperator
@@ -70,8 +70,7 @@ def _choose_hessian_estimator(op: LinearOperator, control: LinearOperator, contr
     """
     before = op.num_products + control.num_products
     V = probes(op.shape[0], pilot, generator(seed + 104729), "rademacher", torch.float64, op.device)
-    residual = (V * (op.matmat(V.to(op.dtype)).to(torch.float64)
-                     - control.matmat(V.to(control.dtype)).to(torch.float64))).sum(0).tolist()
+    residual = residual_samples(op, control, V)
     control_cost = _predicted_products(residual, control_trace, rtol, min_probes, max_probes, per_probe=2)
     least_hutchpp = 2 * min(sketch, op.shape[0]) + min_probes
     if control_cost + 2 * pilot > least_hutchpp:
