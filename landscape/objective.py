@@ -46,29 +46,25 @@ def differentiable_attention() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def batchnorm_statistics_frozen(model: torch.nn.Module, after_forwards: int = 0) -> Iterator[None]:
+def batchnorm_statistics_frozen(model: torch.nn.Module, after_first_forward: bool = False) -> Iterator[None]:
     """BatchNorm layers in training mode keep normalising by batch statistics, but their running statistics
-    stop changing after ``after_forwards`` plain forward passes of the block (0: at once); restored after it.
+    stop changing within the block, at once or after each layer's first plain forward pass; restored after it.
 
     The one BatchNorm rule of the curvature code: ``torch.func`` transforms (jvp, vmap) refuse the in-place
-    update of the running statistics (``after_forwards=0`` inside every product), and an optimizer step that
-    evaluates the model many times (line searches, curvature products) updates them once (``after_forwards=1``).
+    update of the running statistics (frozen at once inside every product), and an optimizer step that
+    evaluates the model many times (line searches, curvature products) updates them once
+    (``after_first_forward=True``).
     """
     layers = [m for m in model.modules()
               if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
-    handles = []
-    if after_forwards == 0:
+
+    def freeze(module, args=None, out=None):
+        module.track_running_stats = False
+
+    handles = [m.register_forward_hook(freeze) for m in layers] if after_first_forward else []
+    if not after_first_forward:
         for m in layers:
-            m.track_running_stats = False
-    else:
-        seen = {m: 0 for m in layers}
-
-        def count(module, args, out):
-            seen[module] += 1
-            if seen[module] >= after_forwards:
-                module.track_running_stats = False
-
-        handles = [m.register_forward_hook(count) for m in layers]
+            freeze(m)
     try:
         yield
     finally:
@@ -101,16 +97,15 @@ class Objective:
         if live and (batch_size is not None or dtype is not None or device is not None or shard):
             raise ValueError("a live objective is one batch on the model as it is: no batch_size, dtype, device "
                              "or shard")
+        device = torch.device(device) if device is not None else next(
+            (p.device for p in model.parameters()), x.device)
         recast = False
-        if not live:
+        if not live:  # a private copy, in eval mode, in ``dtype`` on ``device``; the data follows its dtype
             model = copy.deepcopy(model)
             recast = dtype is not None and dtype != floating_dtype(model)
             if recast:
                 model = model.to(dtype)
             x, y = (t.to(floating_dtype(model)) if t.is_floating_point() else t for t in (x, y))
-        device = torch.device(device) if device is not None else next(
-            (p.device for p in model.parameters()), x.device)
-        if not live:
             model = model.to(device).eval()
         self.model = model
         self.loss_name = loss
@@ -211,7 +206,8 @@ class Objective:
         """The objectives of consecutive groups of ``m`` samples, one batch each (a last group with fewer than
         ``m`` samples is left out); e.g. for m-sharpness. Not for sharded objectives."""
         if self.sharded:
-            raise LandscapeError("an objective whose data is shared by several processes cannot be split in groups")
+            raise LandscapeError("an objective whose data is shared by several processes cannot be split in groups "
+                                 "of samples; run it as one process")
         x = torch.cat([b[0] for b in self.batches])
         y = torch.cat([b[1] for b in self.batches])
         out = []

@@ -39,7 +39,7 @@ class CurvatureOptimizer(torch.optim.Optimizer):
 
     def step(self, closure=None, *, batch=None):
         """One step on the mini-batch ``batch`` (or ``closure.batch``); returns the loss before it."""
-        with batchnorm_statistics_frozen(self.model, after_forwards=1):  # updated once per step
+        with batchnorm_statistics_frozen(self.model, after_first_forward=True):  # updated once per step
             return self._step(closure, batch)
 
     def _step(self, closure=None, batch=None):
