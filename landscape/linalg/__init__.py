@@ -4,20 +4,20 @@ Operators (:mod:`landscape.linalg.operators`): Hessian, GGN and Fisher products 
 :class:`~landscape.objective.Objective`, dense matrices, shifts ``A + sigma I``, restriction to a parameter
 subset and per-layer blocks. Estimators, one per module, each named after its method:
 
-==================  ==============================================  ===================
-module              estimates                                       result
-==================  ==============================================  ===================
-``lanczos``         extreme eigenpairs (Lanczos, full reorth.)      :class:`EigenResult`
-``power``           dominant eigenpairs (power iteration, deflation) :class:`EigenResult`
-``hutchinson``      tr(A), tr(A^2), diag(A) (Hutchinson)             :class:`TraceResult`
-``hutchpp``         tr(A) (Hutch++)                                  :class:`TraceResult`
-``control_variate`` tr(A) = tr(C) + E[v^T (A - C) v]                 :class:`TraceResult`
-``trace``           the best available trace (exact or a pilot)      :class:`TraceResult`
-``diagonal``        diag(A) exactly, from unit vectors               tensor
-``slq``             spectral density (stochastic Lanczos quadrature) :class:`SpectralDensity`
-``cg``              A x = b (conjugate gradient)                    :class:`CGResult`
-``line_search``     a strong-Wolfe step along a direction            :class:`LineSearchResult`
-==================  ==============================================  ===================
+===================  ================================================  =========================
+module               estimates                                         result
+===================  ================================================  =========================
+``lanczos``          extreme eigenpairs (Lanczos, full reorth.)        :class:`EigenResult`
+``power``            dominant eigenpairs (power iteration, deflation)  :class:`EigenResult`
+``hutchinson``       tr(A), tr(A^2), diag(A) (Hutchinson)              :class:`TraceResult`
+``hutchpp``          tr(A) (Hutch++)                                   :class:`TraceResult`
+``control_variate``  tr(A) = tr(C) + E[v^T (A - C) v]                  :class:`TraceResult`
+``trace``            the best available trace (exact or a pilot)       :class:`TraceResult`
+``diagonal``         diag(A) exactly, from unit vectors                tensor
+``slq``              spectral density (stochastic Lanczos quadrature)  :class:`SpectralDensity`
+``cg``               A x = b (conjugate gradient)                      :class:`CGResult`
+``line_search``      a strong-Wolfe step along a direction             :class:`LineSearchResult`
+===================  ================================================  =========================
 
 Probes come from seeded generators (:mod:`landscape.linalg.probes`), so every estimate is reproducible.
 """
