@@ -1,26 +1,31 @@
-"""Analyses of checkpoints: evaluation, curvature (eigenvalues, traces, densities), studies.
+"""Analyses of checkpoints, one contract for every kind (:mod:`.contract`): a spec, ``run``, a typed result.
 
->>> from landscape.analysis import load_checkpoint_model, curvature_analysis
+>>> from landscape.analysis import CurvatureSpec, load_checkpoint_model, run_analysis
 >>> loaded = load_checkpoint_model("runs/demo", "last", samples=1000)
->>> result = curvature_analysis(loaded, top_k=5, trace=True, density=True)
->>> result["eigenvalues"], result["trace"]["estimate"], result["trace"]["stderr"]
+>>> result = run_analysis(loaded, CurvatureSpec(top_k=5, trace=True, density=True))
+>>> result.eigenvalues, result.trace.estimate, result.trace.stderr
+>>> result.save(loaded.run)          # RUN/analysis/<checkpoint>/hessian.h5; CurvatureResult.load(RUN)
 
-The operators and estimators the analyses use live in the core, :mod:`landscape.linalg`
+Kinds (``ANALYSES``): evaluation (``EvaluationSpec``), curvature (``CurvatureSpec``), sharpness
+(``SharpnessSpec``). The operators and estimators live in the core, :mod:`landscape.linalg`
 (``lanczos``, ``power_iteration``, ``hutchinson``, ``hutchpp``, ``control_variate_trace``,
 ``estimate_trace``, ``exact_diagonal``, ``slq``), shared with the optimizers.
 
 Modules: ``directions``, ``grid_evaluation`` and ``surface`` (loss slices and surfaces),
-``curves``, ``autoneb``, ``alignment`` and ``paths`` (mode connectivity), ``sharpness`` (flatness
-measures), ``study`` (hyper-parameter studies)::
+``curves``, ``autoneb``, ``alignment`` and ``paths`` (mode connectivity), ``sharpness`` (the
+flatness measures), ``study`` (hyper-parameter studies)::
 
     from landscape.analysis.surface import SurfaceSpec, compute_surface
     from landscape.analysis.paths import ConnectSpec, connect
-    from landscape.analysis.sharpness import measure_all
 """
 
-from .curvature import CurvatureOptions, curvature_analysis
-from .evaluation import evaluate_checkpoint
+from .contract import Choice, Result, SpecError
+from .curvature import CurvatureResult, CurvatureSpec, run_curvature
+from .evaluation import EvaluationResult, EvaluationSpec, evaluate_checkpoint
+from .kinds import ANALYSES, run_analysis
 from .loading import LoadedCheckpoint, load_checkpoint_model, resolve_steps
+from .sharpness_analysis import SharpnessResult, SharpnessSpec, run_sharpness
 
-__all__ = ["CurvatureOptions", "curvature_analysis", "evaluate_checkpoint", "LoadedCheckpoint",
-           "load_checkpoint_model", "resolve_steps"]
+__all__ = ["ANALYSES", "Choice", "CurvatureResult", "CurvatureSpec", "EvaluationResult", "EvaluationSpec",
+           "LoadedCheckpoint", "Result", "SharpnessResult", "SharpnessSpec", "SpecError", "evaluate_checkpoint",
+           "load_checkpoint_model", "resolve_steps", "run_analysis", "run_curvature", "run_sharpness"]

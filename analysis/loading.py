@@ -20,6 +20,13 @@ class LoadedCheckpoint:
     model: torch.nn.Module
     dataset: Dataset
     device: torch.device
+    samples: int | None = None  # the training subset's size (None: all samples) ...
+    subset_seed: int = 0        # ... and the seed that drew it
+
+    @property
+    def subset(self) -> dict[str, Any]:
+        """How the training data was chosen, as stored with every result: ``samples`` and ``seed``."""
+        return {"samples": self.samples, "seed": self.subset_seed}
 
     @property
     def step(self) -> int:
@@ -61,4 +68,4 @@ def load_checkpoint_model(run: Run | str | Path, ref: str | int = "last", device
     model = model_from_config(cfg, dataset)
     ckpt.load_into(model)
     model.to(dev).eval()
-    return LoadedCheckpoint(run, ckpt, model, data_for_model(dataset, model), dev)
+    return LoadedCheckpoint(run, ckpt, model, data_for_model(dataset, model), dev, samples, seed)

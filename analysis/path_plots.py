@@ -11,7 +11,8 @@ import numpy as np
 
 from landscape.errors import LandscapeError
 from landscape.plotting import _pyplot, save_figure
-from landscape.runs import Run, load_result
+from landscape.results import load_result
+from landscape.runs import Run
 
 
 def find_path_result(run: Run, step: int, name: str | None = None) -> tuple[Path, dict[str, Any]]:

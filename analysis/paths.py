@@ -32,7 +32,7 @@ import torch
 from landscape import distributed
 from landscape.errors import LandscapeError
 from landscape.models import has_batchnorm
-from landscape.runs import result_path, save_result
+from landscape.results import result_path, save_result
 
 from . import directions as dirs
 from .alignment import weight_matching

@@ -12,7 +12,8 @@ import itertools
 import json
 import math
 import re
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -23,7 +24,16 @@ from landscape import distributed
 from landscape.errors import LandscapeError, TrainingDiverged
 from landscape.optim import train
 from landscape.optim.config import SECTIONS, merge, parse_value
-from landscape.runs import Run, atomic_h5
+from landscape.runs import Run, atomic_h5, open_h5
+
+from .contract import Progress, require
+from .loading import load_checkpoint_model
+from .sharpness_analysis import SharpnessResult, SharpnessSpec, run_sharpness
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 STUDY_FORMAT = "landscape.study"
 
@@ -101,55 +111,149 @@ def combination_config(base: Mapping[str, Any], combo: Mapping[str, Any]) -> dic
 
 
 @dataclass
-class StudyResult:
-    path: Path
-    rows: list[dict[str, Any]]
-    correlations: dict[str, Any] | None = None
-    interpolation: str | None = None
+class StudySpec:
+    """A study: every combination of the values in ``vary`` (``section.key`` -> list; aliases such as
+    ``batch-size`` or ``lr`` accepted) trained on top of the ``base`` config into ``out/runs/<combination>``;
+    ``shard=(i, n)`` trains combinations i, i+n, ... (job arrays); ``measures`` (a :class:`SharpnessSpec`)
+    measures every finished run's last checkpoint on ``measure_samples`` training samples (a fixed seeded
+    subset; None: all) and correlates the measures with the generalization gap."""
+
+    base: dict[str, Any] = field(default_factory=dict)
+    vary: dict[str, list[Any]] = field(default_factory=dict)
+    out: Path = Path("studies/study")
+    shard: tuple[int, int] = (0, 1)
+    measures: SharpnessSpec | None = None
+    measure_samples: int | None = 1000
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        for key, values in list(self.vary.items()):
+            require(isinstance(values, list) and bool(values), self, "vary", f"{key} must be a non-empty list")
+        self.vary = {canonical_key(k): v for k, v in self.vary.items()}
+
+    def validate(self) -> None:
+        index, count = self.shard
+        require(count >= 1 and 0 <= index < count, self, "shard", f"must be i/n with 0 <= i < n, got {index}/{count}")
+        require(bool(self.vary), self, "vary", "is empty: a study needs at least one key = [values]")
+        require(self.measure_samples is None or self.measure_samples > 0, self, "measure_samples",
+                f"must be positive, got {self.measure_samples}")
+        if self.measures is not None:
+            self.measures.validate()
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> "StudySpec":
+        """A study TOML: the usual [data]/[model]/[optimizer]/[training] tables plus ``[study]`` with
+        ``vary = {"training.batch_size" = [32, 1024], ...}`` and optionally ``measures = ["keskar", ...]``
+        (measured with the base config's training seed); ``out`` defaults to ``studies/<file stem>``."""
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise LandscapeError(f"study spec {path} not found") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise LandscapeError(f"study spec {path} is not valid TOML: {exc}") from None
+        study = raw.pop("study", {})
+        vary = study.get("vary", {})
+        if not isinstance(vary, dict):
+            raise LandscapeError(f"{path}: [study] vary must be a table of key = [values]")
+        names = study.get("measures", [])
+        if not isinstance(names, list) or not all(isinstance(m, str) for m in names):
+            raise LandscapeError(f"{path}: [study] measures must be a list of measure names")
+        base = merge({}, raw)
+        measures = SharpnessSpec(measures=tuple(names), seed=training_seed(base)) if names else None
+        return cls(**{"base": base, "vary": vary, "out": Path("studies") / path.stem, "measures": measures,
+                      **overrides})
+
+
+def training_seed(config: Mapping[str, Any]) -> int:
+    return int(config.get("training", {}).get("seed", 0) or 0)
 
 
 @dataclass
-class MeasureOptions:
-    """Sharpness measures computed on every finished run's last checkpoint (see analysis.sharpness)."""
-    names: tuple[str, ...] = ()
-    samples: int | None = 1000       # fixed seeded subset of the training set
-    eps: float = 1e-3
-    rho: float = 0.05
-    seed: int = 0
+class StudyResult:
+    """The study table (one row per combination: hyper-parameters, status, train/test loss and accuracy,
+    generalization and loss gaps, measures), Kendall correlations, and the small- to large-batch line's
+    surface file; stored as ``out/study.h5``."""
+
+    path: Path
+    vary: dict[str, list[Any]]
+    rows: list[dict[str, Any]]
+    measures: tuple[str, ...] = ()
+    correlations: dict[str, Any] | None = None
+    interpolation: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"study": str(self.path), "rows": self.rows, "correlations": self.correlations,
+                "interpolation": self.interpolation}
+
+    def summary(self) -> str:
+        return study_summary(self)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "StudyResult":
+        path = Path(folder) / "study.h5"
+        if not path.exists():
+            raise LandscapeError(f"{folder} is not a study folder (no study.h5)")
+        fh = open_h5(path, STUDY_FORMAT, "study file")
+        try:
+            with fh:
+                return cls(path, json.loads(fh.attrs["vary"]), json.loads(fh.attrs["rows"]),
+                           tuple(json.loads(fh.attrs.get("measures", "[]"))),
+                           json.loads(fh.attrs.get("correlations", "{}")), fh.attrs.get("interpolation", "") or None)
+        except (OSError, KeyError, ValueError) as exc:
+            raise LandscapeError(f"cannot read {path}: file is corrupt or incomplete ({exc})") from None
 
 
-def run_measures(run_dir: Path, opts: MeasureOptions, compute: bool = True) -> dict[str, float]:
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.3f}"
+
+
+def study_summary(result: StudyResult) -> str:
+    """The table as text, then the Kendall correlations."""
+    keys, names = list(result.vary), list(result.measures)
+    header = [k.partition(".")[2] for k in keys] + ["status", "train acc", "test acc", "gap", "train loss",
+                                                    "test loss", *names]
+    lines = ["  ".join(f"{h:>12}" for h in header)]
+    for row in result.rows:
+        cells = [str(row[k]) for k in keys] + [row["status"]]
+        for key, pct in (("train_acc", True), ("test_acc", True), ("generalization_gap", True),
+                         ("train_loss", False), ("test_loss", False)):
+            v = row.get(key, math.nan)
+            cells.append("-" if v != v else (f"{100 * v:.2f}%" if pct else f"{v:.4g}"))
+        cells += [f"{row.get(n, math.nan):.4g}" for n in names]
+        lines.append("  ".join(f"{c:>12}" for c in cells))
+    if result.correlations:
+        lines += ["", "Kendall tau with the generalization gap: overall, per hyper-parameter, Psi (their mean)"]
+        for n, c in result.correlations.items():
+            per = ", ".join(f"{k.partition('.')[2]} {_signed(v)}" for k, v in c["granulated"].items())
+            lines.append(f"  {n:20s} {_signed(c['overall'])}   [{per}]   Psi {_signed(c['psi'])}")
+    return "\n".join(lines)
+
+
+def run_measures(run_dir: Path, spec: SharpnessSpec, samples: int | None, compute: bool = True) -> dict[str, float]:
     """The measures of a run's last checkpoint, reusing a stored ``sharpness`` result with the same
-    options; without ``compute`` only the stored ones (other shards' runs), NaN for the rest."""
-    from landscape.objective import Objective
-    from landscape.runs import load_result, result_path, update_result
-
-    from .loading import load_checkpoint_model
-    from .sharpness import measure_all
-
+    options; without ``compute`` only the stored ones (other shards' runs), NaN for the rest. Computed
+    by this process alone (under torchrun each rank measures its own runs)."""
     run = Run.open(run_dir)
     step = run.resolve_checkpoint("last")
-    attrs = {"samples": opts.samples, "seed": opts.seed, "eps": opts.eps, "rho": opts.rho}
-    path = result_path(run, step, "sharpness")
+    attrs = {"samples": samples, "seed": spec.seed, "eps": spec.eps, "rho": spec.rho}
     stored: dict[str, float] = {}
-    if path.exists():
-        try:
-            result, options = load_result(path)
-            if {k: options.get(k) for k in attrs} == attrs:
-                stored = dict(result.get("measures", {}))
-        except LandscapeError:
-            stored = {}
-    missing = [n for n in opts.names if n not in stored]
+    try:
+        old = SharpnessResult.load(run, step)
+        if {k: old.attrs.get(k) for k in attrs} == attrs:
+            stored = dict(old.measures)
+    except LandscapeError:
+        stored = {}  # none yet, or unreadable: computed again
+    missing = [n for n in spec.measures if n not in stored]
     if missing and not compute:
-        return {n: float(stored.get(n, math.nan)) for n in opts.names}
+        return {n: float(stored.get(n, math.nan)) for n in spec.measures}
     if missing:
-        loaded = load_checkpoint_model(run, step, samples=opts.samples, seed=opts.seed)
-        ds = loaded.dataset
-        obj = Objective(loaded.model, ds.x_train, ds.y_train, loaded.loss)
-        values, _ = measure_all(obj, missing, eps=opts.eps, rho=opts.rho, seed=opts.seed)
-        stored.update(values)
-        update_result(run, step, "sharpness", {"measures": stored}, **attrs)
-    return {n: float(stored[n]) for n in opts.names}
+        loaded = load_checkpoint_model(run, step, samples=samples, seed=spec.seed)
+        result = run_sharpness(loaded, replace(spec, measures=tuple(missing)), local=True)
+        result.measures = {**stored, **result.measures}
+        result.save(run)
+        stored = result.measures
+    return {n: float(stored[n]) for n in spec.measures}
 
 
 def kendall_correlations(rows: list[dict[str, Any]], measures: list[str], keys: list[str],
@@ -186,7 +290,6 @@ def kendall_correlations(rows: list[dict[str, Any]], measures: list[str], keys: 
 def batch_interpolation(out: Path, vary: Mapping[str, list[Any]], rows: list[dict[str, Any]]) -> str | None:
     """Keskar et al.'s Fig. 3: the 1-D line from the smallest- to the largest-batch solution (other
     varied values: those of the first combination); returns the stored slice's path, if any."""
-    from .loading import load_checkpoint_model
     from .surface import SurfaceSpec, compute_surface
 
     key = "training.batch_size"
@@ -227,13 +330,13 @@ def study_table(out: Path, vary: Mapping[str, list[Any]]) -> list[dict[str, Any]
     return rows
 
 
-def write_study(out: Path, base: Mapping[str, Any], vary: Mapping[str, list[Any]], rows: list[dict],
-                measures: tuple[str, ...] = (), correlations: dict | None = None,
+def write_study(spec: "StudySpec", rows: list[dict], correlations: dict | None = None,
                 interpolation: str | None = None) -> Path:
-    path = out / "study.h5"
+    path = spec.out / "study.h5"
+    measures = spec.measures.measures if spec.measures else ()
     with atomic_h5(path, STUDY_FORMAT) as fh:
-        fh.attrs["base_config"] = json.dumps(base)
-        fh.attrs["vary"] = json.dumps(vary)
+        fh.attrs["base_config"] = json.dumps(spec.base)
+        fh.attrs["vary"] = json.dumps(spec.vary)
         fh.attrs["rows"] = json.dumps(rows)
         fh.attrs["measures"] = json.dumps(list(measures))
         fh.attrs["correlations"] = json.dumps(correlations or {})
@@ -248,60 +351,71 @@ def write_study(out: Path, base: Mapping[str, Any], vary: Mapping[str, list[Any]
     return path
 
 
-def run_study(base: Mapping[str, Any], vary: Mapping[str, list[Any]], out: str | Path,
-              shard: tuple[int, int] = (0, 1), progress: bool = False,
-              log: Callable[[str], None] | None = None, measures: MeasureOptions | None = None) -> StudyResult:
-    """Train (or resume, or skip) every combination in this shard, measure the finished ones, then
-    write the study table (with Kendall correlations and the batch-size interpolation when measured)."""
-    out = Path(out)
-    index, count = shard
-    if not (count >= 1 and 0 <= index < count):
-        raise LandscapeError(f"--shard must be i/n with 0 <= i < n, got {index}/{count}")
-    # under torchrun the ranks share this shard's combinations: rank r of W takes every W-th of them
-    rank, size = distributed.rank(), distributed.world_size()
-    index, count = index + count * rank, count * size
-    combos = combinations(vary)
-    if not combos:
-        raise LandscapeError("a study needs at least one --vary key=v1,v2,...")
-    configs = [combination_config(base, c) for c in combos]
-    say = log or (lambda _msg: None)
-    for i, (combo, cfg) in enumerate(zip(combos, configs)):
+def _train_shard(spec: StudySpec, index: int, count: int, say: Callable[[int, str], None],
+                 training_progress: bool) -> None:
+    """Train (or resume, or skip) the combinations i with i % count == index."""
+    combos = combinations(spec.vary)
+    for i, combo in enumerate(combos):
         if i % count != index:
             continue
         name = combination_name(combo)
-        run_dir = out / "runs" / name
-        if Run.exists(run_dir):
-            run = Run.open(run_dir)
-            if run.status in ("finished", "diverged"):
-                say(f"[{i + 1}/{len(combos)}] {name}: {run.status}, skipped")
+        run_dir = spec.out / "runs" / name
+        resume = Run.exists(run_dir)
+        if resume:
+            status = Run.open(run_dir).status
+            if status in ("finished", "diverged"):
+                say(i, f"{name}: {status}, skipped")
                 continue
-            say(f"[{i + 1}/{len(combos)}] {name}: resuming")
-            resume = True
-        else:
-            say(f"[{i + 1}/{len(combos)}] {name}: training")
-            resume = False
+        say(i, f"{name}: {'resuming' if resume else 'training'}")
         try:
-            train({} if resume else cfg, run_dir, resume=resume, progress=progress, local=True)
+            train({} if resume else combination_config(spec.base, combo), run_dir, resume=resume,
+                  progress=training_progress, local=True)
         except TrainingDiverged as exc:
-            say(f"[{i + 1}/{len(combos)}] {name}: {exc}")
+            say(i, f"{name}: {exc}")
+
+
+def _measure(spec: StudySpec, rows: list[dict[str, Any]], index: int, count: int,
+             say: Callable[[int, str], None]) -> None:
+    """Every finished run's measures into its row: this rank computes (or finds stored) its own runs'."""
+    for i, row in enumerate(rows):
+        if row["status"] == "finished" and i % count == index:
+            say(i, f"{row['run']}: measures")
+            run_measures(spec.out / "runs" / row["run"], spec.measures, spec.measure_samples)
+    distributed.barrier()  # every rank has stored its runs' measures
+    for row in rows:
+        if row["status"] == "finished":
+            row.update(run_measures(spec.out / "runs" / row["run"], spec.measures, spec.measure_samples,
+                                    compute=False))
+
+
+def run_study(spec: StudySpec, progress: Progress | None = None, training_progress: bool = False) -> StudyResult:
+    """Train (or resume, or skip) every combination in this shard, measure the finished ones, then
+    write the study table (with Kendall correlations and the batch-size interpolation when measured).
+    ``progress(i, combinations, message)`` reports each combination; ``training_progress`` draws
+    each training's progress bar."""
+    spec.validate()
+    index, count = spec.shard
+    # under torchrun the ranks share this shard's combinations: rank r of W takes every W-th of them
+    rank, size = distributed.rank(), distributed.world_size()
+    index, count = index + count * rank, count * size
+    total = len(combinations(spec.vary))
+
+    def say(i: int, message: str) -> None:
+        if progress is not None:
+            progress(i, total, f"[{i + 1}/{total}] {message}")
+
+    _train_shard(spec, index, count, say, training_progress)
     distributed.barrier()  # every rank's runs are finished before the table is read
-    rows = study_table(out, vary)
-    names = tuple(measures.names) if measures else ()
+    rows = study_table(spec.out, spec.vary)
     correlations = interpolation = None
-    if names:
-        for i, row in enumerate(rows):  # this rank measures (or finds stored) its own finished runs
-            if row["status"] == "finished" and i % count == index:
-                say(f"[{i + 1}/{len(combos)}] {row['run']}: measures")
-                run_measures(out / "runs" / row["run"], measures)
-        distributed.barrier()  # every rank has stored its runs' measures
-        for row in rows:
-            if row["status"] == "finished":
-                row.update(run_measures(out / "runs" / row["run"], measures, compute=False))
-        correlations = kendall_correlations(rows, list(names), list(vary))
+    if spec.measures is not None:
+        _measure(spec, rows, index, count, say)
+        correlations = kendall_correlations(rows, list(spec.measures.measures), list(spec.vary))
         if all(r["status"] == "finished" for r in rows):
-            interpolation = batch_interpolation(out, vary, rows)  # every rank takes part (grid split)
-    path = out / "study.h5"
+            interpolation = batch_interpolation(spec.out, spec.vary, rows)  # every rank takes part (grid split)
+    path = spec.out / "study.h5"
     if distributed.is_main():
-        path = write_study(out, dict(base), dict(vary), rows, names, correlations, interpolation)
+        path = write_study(spec, rows, correlations, interpolation)
     distributed.barrier()
-    return StudyResult(path, rows, correlations, interpolation)
+    return StudyResult(path, dict(spec.vary), rows, spec.measures.measures if spec.measures else (), correlations,
+                       interpolation)

@@ -5,47 +5,28 @@ largest-batch solution when the study computed it."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from typing import Any
 
-import h5py
 import numpy as np
 
 from landscape.errors import LandscapeError
 from landscape.plotting import _pyplot, save_figure
 
-from .study import STUDY_FORMAT
+from .study import StudyResult
 
 BATCH, LR = "training.batch_size", "optimizer.lr"
 
 
-def load_study(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / "study.h5"
-    if not path.exists():
-        raise LandscapeError(f"{folder} is not a study folder (no study.h5)")
-    try:
-        with h5py.File(path, "r") as fh:
-            if fh.attrs.get("format") != STUDY_FORMAT:
-                raise LandscapeError(f"{path} is not a landscape study file")
-            return {"rows": json.loads(fh.attrs["rows"]), "vary": json.loads(fh.attrs["vary"]),
-                    "measures": json.loads(fh.attrs.get("measures", "[]")),
-                    "correlations": json.loads(fh.attrs.get("correlations", "{}")),
-                    "interpolation": fh.attrs.get("interpolation", "") or None}
-    except (OSError, KeyError, ValueError) as exc:
-        raise LandscapeError(f"cannot read {path}: file is corrupt or incomplete ({exc})") from None
-
-
-def plot_study(study: dict[str, Any], path: str | Path) -> Path:
-    measures = study["measures"]
-    rows = [r for r in study["rows"] if r.get("status") == "finished"]
-    if not measures and not study["interpolation"]:
+def plot_study(study: StudyResult, path: str | Path) -> Path:
+    measures = study.measures
+    rows = [r for r in study.rows if r.get("status") == "finished"]
+    if not measures and not study.interpolation:
         raise LandscapeError("the study has no measures to draw: rerun it with --measures NAME,...")
-    vary = study["vary"]
+    vary = study.vary
     cols = [c for c in ("batch", "ratio", "gap") if c != "batch" or BATCH in vary]
     cols = [c for c in cols if c != "ratio" or (BATCH in vary and LR in vary)]
-    nrows = len(measures) + (1 if study["interpolation"] else 0)
+    nrows = len(measures) + (1 if study.interpolation else 0)
     plt = _pyplot()
     fig, axes = plt.subplots(nrows, len(cols), figsize=(4.2 * len(cols), 3.2 * nrows), squeeze=False)
     others = [k for k in vary if k != BATCH]
@@ -70,14 +51,14 @@ def plot_study(study: dict[str, Any], path: str | Path) -> Path:
                 ax.set(xscale="log", xlabel="learning rate / batch size", ylabel=m)
             else:
                 ax.scatter([r.get(m, math.nan) for r in rows], [100 * r["generalization_gap"] for r in rows], s=14)
-                tau = study["correlations"].get(m, {}).get("overall")
+                tau = (study.correlations or {}).get(m, {}).get("overall")
                 ax.set(xlabel=m, ylabel="generalization gap (points)",
                        title=f"Kendall tau {tau:+.2f}" if tau is not None else "")
             ax.grid(alpha=0.3)
-    if study["interpolation"]:
+    if study.interpolation:
         from .surface import load_surface
 
-        line = load_surface(study["interpolation"])
+        line = load_surface(study.interpolation)
         ax = axes[-1, 0]
         x = line["xcoordinates"]
         for split, style in (("train", "-"), ("test", "--")):

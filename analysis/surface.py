@@ -54,7 +54,8 @@ from landscape.linalg.lanczos import lanczos
 from landscape.linalg.operators import HessianOperator
 from landscape.objective import Objective
 from landscape.params import ParamLayout
-from landscape.runs import SCHEMA, Checkpoint, Run, atomic_h5, load_result, read_checkpoint, result_path
+from landscape.results import load_result, result_path
+from landscape.runs import SCHEMA, Checkpoint, Run, atomic_h5, read_checkpoint
 
 from . import directions as dirs
 from .grid_evaluation import GridEvaluator, candidate_plans, fastest_plan, plan_chunks, split_batches

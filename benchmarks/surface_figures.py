@@ -51,7 +51,7 @@ def main() -> None:
         ev = evaluate_checkpoint(loaded)
         surfaces[label] = compute_surface(loaded, SurfaceSpec(dims=2, directions="filter", xrange=(-1, 1),
                                                               xnum=args.grid))
-        print(f"{label}: train loss {ev['train_loss']:.4f}, test acc {100 * ev['test_acc']:.1f}%, surface "
+        print(f"{label}: train loss {ev.train_loss:.4f}, test acc {100 * ev.test_acc:.1f}%, surface "
               f"{surfaces[label]['computed_points']} points in {surfaces[label]['seconds']:.1f} s", flush=True)
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))

@@ -1,25 +1,46 @@
-"""``landscape analyze``."""
+"""``landscape analyze``: one checkpoint loop over the library's analysis kinds.
+
+Which kind runs follows from the flags given: ``--slice`` (surface), ``--connect`` (connect),
+``--sharpness`` (sharpness), any curvature quantity (curvature), none (evaluation). A flag that
+belongs to no requested kind is an error, and so are two kinds at once; the library's
+:class:`~landscape.analysis.contract.SpecError` messages name spec fields, mapped here to flags.
+"""
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import click
+from click.core import ParameterSource
 
-from landscape.analysis import evaluate_checkpoint, load_checkpoint_model, resolve_steps
-from landscape.analysis.curvature import CurvatureOptions, curvature_analysis, json_view
-from landscape.analysis.pyhessian_backend import pyhessian_analysis
 from landscape import distributed
+from landscape.analysis import load_checkpoint_model, resolve_steps
+from landscape.analysis.contract import SpecError
+from landscape.analysis.curvature import Backend, Curvature, CurvatureSpec, FisherType, Precision, ProductMethod
+from landscape.analysis.evaluation import EvaluationSpec
+from landscape.analysis.kinds import ANALYSES
+from landscape.analysis.sharpness_analysis import SharpnessSpec
 from landscape.errors import LandscapeError
-from landscape.runs import Run, save_result, update_result
+from landscape.runs import Run
 
-from landscape.analysis.autoneb import NEBOptions
-from landscape.analysis.curves import CurveTraining
-from landscape.analysis.paths import ConnectSpec
-from landscape.analysis.surface import SurfaceSpec, compute_surface, parse_range
-
+from .analyze_legacy import connect_spec, run_connect, run_surface, surface_spec
 from .common import echo_err, print_checkpoints_json, stderr_is_tty
-from .connect_output import run_connect
-from .sharpness_output import run_sharpness
-from .surface_output import describe_surface, surface_progress, surface_view
+from .progress import progress_display
+
+COMMON_FLAGS = ("run_dir", "checkpoint", "samples", "seed", "device", "as_json", "batch_size")
+KIND_FLAGS: dict[str, tuple[str, ...]] = {
+    "evaluation": (),
+    "curvature": ("curvature", "fisher_type", "top_k", "bottom_k", "trace", "frobenius", "diag", "density",
+                  "per_layer", "precision", "product_method", "compile_products", "tol", "trace_rtol",
+                  "density_runs", "density_steps", "backend"),
+    "surface": ("slice_dims", "directions", "norm", "keep_biasbn", "grid", "xrange", "y_range", "y_grid", "between",
+                "bn", "metrics", "name", "chunk_points", "bf16", "save_every"),
+    "sharpness": ("sharpness_names", "sharpness_eps", "sharpness_rho", "sharpness_m"),
+    "connect": ("connect_to", "curve", "align", "points", "curve_epochs", "curve_optimizer", "curve_lr",
+                "curve_batch_size", "ensemble_points", "plane_grid", "neb_cycles", "neb_steps", "neb_lr", "bn",
+                "name"),
+}
+TRIGGERS = {"surface": "slice_dims", "connect": "connect_to", "sharpness": "sharpness_names"}
 
 
 def parse_samples(value: str | None) -> int | None:
@@ -34,44 +55,62 @@ def parse_samples(value: str | None) -> int | None:
     return n
 
 
-def describe(step: int, result: dict) -> str:
-    lines = [f"checkpoint {step}:"]
-    if "evaluation" in result:
-        ev = result["evaluation"]
-        line = f"  train loss {ev['train_loss']:.4g}, test loss {ev['test_loss']:.4g}"
-        if "train_acc" in ev:
-            line += f", train acc {100 * ev['train_acc']:.2f}%, test acc {100 * ev['test_acc']:.2f}%"
-        lines.append(line)
-    name = result.get("curvature", "hessian")
-    if "eigenvalues" in result:
-        lines.append(f"  top {name} eigenvalues: " + ", ".join(f"{v:.6g}" for v in result["eigenvalues"]))
-    if "smallest_eigenvalues" in result:
-        lines.append("  smallest eigenvalues: " + ", ".join(f"{v:.6g}" for v in result["smallest_eigenvalues"]))
-    if "trace" in result:
-        tr = result["trace"]
-        se = f" +- {tr['stderr']:.3g}" if tr.get("stderr") is not None else ""
-        lines.append(f"  trace {tr['estimate']:.6g}{se} ({tr.get('probes', '?')} probes)")
-    if "frobenius_squared" in result:
-        fr = result["frobenius_squared"]
-        lines.append(f"  tr(H^2) {fr['estimate']:.6g} +- {fr['stderr']:.3g}")
-    if "diagonal" in result:
-        lines.append(f"  diagonal: sum {result['diagonal']['sum']:.6g} ({result['diagonal']['probes']} probes)")
-    if "density" in result:
-        lines.append(f"  density: {len(result['density']['grid'])} points, negative mass "
-                     f"{result['density']['negative_mass']:.3g}")
-    for group, layer in result.get("per_layer", {}).items():
-        parts = []
-        if "eigenvalues" in layer:
-            parts.append("eigenvalues " + ", ".join(f"{v:.4g}" for v in layer["eigenvalues"]))
-        if "trace" in layer:
-            parts.append(f"trace {layer['trace']['estimate']:.4g}")
-        lines.append(f"  layer {group} ({layer['parameters']} params): " + "; ".join(parts))
-    if "products" in result:
-        compiled = result.get("product_calibration", {}).get("compile_seconds")
-        lines.append(f"  {result['products']} products in {result['seconds']:.2f} s"
-                     + (f" ({result['product_method']})" if "product_method" in result else "")
-                     + (f", of which {compiled:.1f} s compiling" if compiled else ""))
-    return "\n".join(lines)
+def flag(param: str) -> str:
+    """The command-line spelling of a click parameter name."""
+    for p in analyze.params:
+        if p.name == param:
+            return max(p.opts, key=len) if p.opts else param
+    return "--" + param.replace("_", "-")
+
+
+def requested_kind(given: set[str]) -> str:
+    """The one analysis kind the given flags ask for (evaluation when they ask for none)."""
+    kinds = [kind for kind, trigger in TRIGGERS.items() if trigger in given]
+    if given & set(KIND_FLAGS["curvature"]) and not kinds:
+        kinds.append("curvature")
+    if len(kinds) > 1:
+        raise LandscapeError(f"{' and '.join(flag(TRIGGERS[k]) for k in kinds)} are two analyses ({', '.join(kinds)});"
+                             " run them as separate commands")
+    kind = kinds[0] if kinds else "evaluation"
+    stray = sorted(given - set(COMMON_FLAGS) - set(KIND_FLAGS[kind]))
+    if stray:
+        owner = next(k for k, names in KIND_FLAGS.items() if stray[0] in names)
+        raise LandscapeError(f"{flag(stray[0])} belongs to the {owner} analysis, not to this {kind} analysis"
+                             + (f" ({flag(TRIGGERS[kind])})" if kind in TRIGGERS else ""))
+    return kind
+
+
+def curvature_spec(f: dict[str, Any]) -> CurvatureSpec:
+    return CurvatureSpec(curvature=f["curvature"], fisher_type=f["fisher_type"], top_k=f["top_k"],
+                         bottom_k=f["bottom_k"], trace=f["trace"], frobenius=f["frobenius"], diag=f["diag"],
+                         density=f["density"], per_layer=f["per_layer"], seed=f["seed"], batch_size=f["batch_size"],
+                         precision=f["precision"], product_method=f["product_method"], compile=f["compile_products"],
+                         tol=f["tol"], trace_rtol=f["trace_rtol"], density_runs=f["density_runs"],
+                         density_steps=f["density_steps"], backend=f["backend"])
+
+
+def sharpness_spec(f: dict[str, Any]) -> SharpnessSpec:
+    return SharpnessSpec(measures=tuple(f["sharpness_names"].split(",")), eps=f["sharpness_eps"],
+                         rho=f["sharpness_rho"], m=f["sharpness_m"], seed=f["seed"], batch_size=f["batch_size"])
+
+
+def evaluation_spec(f: dict[str, Any]) -> EvaluationSpec:
+    return EvaluationSpec()
+
+
+# kind -> (spec from the flags, spec field -> click parameter where the names differ)
+SPECS: dict[str, tuple[Callable[[dict], Any], dict[str, str]]] = {
+    "evaluation": (evaluation_spec, {}),
+    "curvature": (curvature_spec, {"compile": "compile_products"}),
+    "sharpness": (sharpness_spec, {"measures": "sharpness_names", "eps": "sharpness_eps", "rho": "sharpness_rho",
+                                   "m": "sharpness_m"}),
+    "surface": (surface_spec, {}),
+    "connect": (connect_spec, {}),
+}
+
+
+def run_kind(kind: str):
+    return {"surface": run_surface, "connect": run_connect}.get(kind) or ANALYSES[kind].run
 
 
 @click.command(epilog="""\b
@@ -91,8 +130,8 @@ Examples:
 """)
 @click.argument("run_dir", metavar="RUN", type=click.Path())
 @click.option("--checkpoint", default="last", show_default=True, help="last, first, all or a step number.")
-@click.option("--curvature", type=click.Choice(["hessian", "ggn", "fisher"]), default="hessian", show_default=True)
-@click.option("--fisher-type", type=click.Choice(["mc", "empirical"]), default="mc", show_default=True,
+@click.option("--curvature", type=click.Choice(Curvature.names()), default="hessian", show_default=True)
+@click.option("--fisher-type", type=click.Choice(FisherType.names()), default="mc", show_default=True,
               help="Monte-Carlo (true) Fisher or empirical Fisher.")
 @click.option("--top-k", type=int, default=0, help="Largest K eigenvalues (Lanczos, full reorthogonalization).")
 @click.option("--bottom-k", type=int, default=0, help="Smallest (most negative) K eigenvalues.")
@@ -104,10 +143,10 @@ Examples:
 @click.option("--samples", default=None, help="Fixed seeded subset of N training samples, or 'all' [default: all].")
 @click.option("--batch-size", type=int, default=None, help="Samples per batch in curvature products [default: 1024].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of probes and of the --samples subset.")
-@click.option("--precision", type=click.Choice(["float32", "float64"]), default=None,
+@click.option("--precision", type=click.Choice(Precision.names()), default=None,
               help="Precision of the curvature products [default: the model's own, e.g. float64 for a float64 "
                    "model]; --json reports the one used.")
-@click.option("--product-method", type=click.Choice(["auto", "double-backward", "forward-over-reverse"]),
+@click.option("--product-method", type=click.Choice(ProductMethod.names()),
               default="auto", show_default=True, help="Hessian-vector product method (auto: fastest, measured).")
 @click.option("--compile", "compile_products", is_flag=True,
               help="torch.compile the forward-over-reverse Hessian-vector product (compiles once, seconds; "
@@ -117,7 +156,7 @@ Examples:
               help="Stop trace probes when stderr <= RTOL * |trace|.")
 @click.option("--density-runs", type=int, default=10, show_default=True)
 @click.option("--density-steps", type=int, default=80, show_default=True)
-@click.option("--backend", type=click.Choice(["landscape", "pyhessian"]), default="landscape", show_default=True,
+@click.option("--backend", type=click.Choice(Backend.names()), default="landscape", show_default=True,
               help="pyhessian: top-k and trace through the pyhessian package.")
 @click.option("--slice", "slice_dims", type=click.Choice(["1d", "2d"]), default=None,
               help="Loss slice (1d) or surface (2d) around the checkpoint.")
@@ -171,99 +210,41 @@ Examples:
 @click.option("--neb-lr", type=float, default=0.01, show_default=True, help="AutoNEB step size.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
-def analyze(run_dir, checkpoint, curvature, fisher_type, top_k, bottom_k, trace, frobenius, diag, density,
-            per_layer, samples, batch_size, seed, precision, product_method, compile_products, tol, trace_rtol,
-            density_runs, density_steps, backend, slice_dims, directions, norm, keep_biasbn, grid, xrange, y_range,
-            y_grid, between, bn, metrics, name, chunk_points, bf16, save_every, sharpness_names, sharpness_eps,
-            sharpness_rho, sharpness_m, connect_to, curve, align, points, curve_epochs, curve_optimizer, curve_lr,
-            curve_batch_size, ensemble_points, plane_grid, neb_cycles, neb_steps, neb_lr,
-            device, as_json):
+def analyze(**flags):
     """Analyse checkpoints of a run; results are saved under RUN/analysis/<checkpoint>/.
 
     Without quantity flags, computes train/test loss and accuracy (and the generalization gap).
     With --slice, computes a loss slice or surface (resumable: rerun the same command after a kill).
     """
-    if sharpness_names is not None:
-        run_sharpness(run_dir, checkpoint, sharpness_names.split(","), device, parse_samples(samples), seed, sharpness_eps,
-                      sharpness_rho, sharpness_m, batch_size, as_json)
-        return
-    if connect_to is not None:
-        spec = ConnectSpec(other=connect_to, curve=curve, points=points, align=align, bn=bn,
-                           training=CurveTraining(epochs=curve_epochs, batch_size=curve_batch_size, seed=seed,
-                                                  optimizer={"name": curve_optimizer, "lr": curve_lr}),
-                           neb=NEBOptions(cycles=neb_cycles, steps=neb_steps, lr=neb_lr, seed=seed),
-                           ensemble_points=ensemble_points, plane_grid=plane_grid,
-                           batch_size=batch_size or 1000, name=name)
-        run_connect(run_dir, checkpoint, spec, device, parse_samples(samples), seed, as_json)
-        return
-    if slice_dims is not None:
-        bn = bn or "eval"
-        spec = SurfaceSpec(dims=int(slice_dims[0]), directions=directions, norm=norm, ignore_biasbn=not keep_biasbn,
-                           xrange=parse_range(xrange) if xrange else None, xnum=grid,
-                           yrange=parse_range(y_range) if y_range else None, ynum=y_grid, between=between, bn=bn,
-                           seed=seed, splits=tuple(s.strip() for s in metrics.split(",") if s.strip()), name=name,
-                           bf16=bf16)
+    ctx = click.get_current_context()
+    given = {name for name in flags if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
+    kind = requested_kind(given)
+    build, fields = SPECS[kind]
+    try:
+        spec = build(flags)
         spec.validate()
-        if chunk_points is not None and chunk_points <= 0:
-            raise LandscapeError(f"--chunk-points must be positive, got {chunk_points}")
-        if not save_every >= 0:
-            raise LandscapeError(f"--save-every must be >= 0 seconds, got {save_every}")
-        if batch_size is not None and batch_size <= 0:
-            raise LandscapeError(f"--batch-size must be positive, got {batch_size}")
-        run = Run.open(run_dir)
-        n = parse_samples(samples)
-        outputs, dataset = [], None
-        for step in resolve_steps(run, checkpoint):
-            loaded = load_checkpoint_model(run, step, device=device, samples=n, seed=seed, dataset=dataset)
-            dataset = loaded.dataset
-            with surface_progress(not as_json and stderr_is_tty()) as progress:
-                result = compute_surface(loaded, spec, points_per_chunk=chunk_points, batch_size=batch_size,
-                                         save_every=save_every, progress=progress)
-            view = {"checkpoint": step, **surface_view(result)}
-            outputs.append(view)
-            if not as_json:
-                click.echo(describe_surface(step, result))
-        if as_json:
-            print_checkpoints_json(run.path, outputs)
-        return
-    opts = CurvatureOptions(curvature=curvature, fisher_type=fisher_type, top_k=top_k, bottom_k=bottom_k,
-                            trace=trace, frobenius=frobenius, diag=diag, density=density, per_layer=per_layer,
-                            seed=seed, batch_size=batch_size, precision=precision, product_method=product_method,
-                            compile=compile_products, tol=tol, trace_rtol=trace_rtol, density_runs=density_runs,
-                            density_steps=density_steps)
-    opts.validate()
-    if batch_size is not None and batch_size <= 0:
-        raise LandscapeError(f"--batch-size must be positive, got {batch_size}")
-    if backend == "pyhessian" and distributed.world_size() > 1:
-        raise LandscapeError("`landscape analyze --backend pyhessian` (the peer's code) does not run under torchrun; "
-                             "run it as one process")
-    if backend == "pyhessian" and (curvature != "hessian" or bottom_k or frobenius or diag or per_layer):
-        raise LandscapeError("--backend pyhessian computes only the Hessian's --top-k and --trace")
-    run = Run.open(run_dir)
-    n = parse_samples(samples)
-    steps = resolve_steps(run, checkpoint)
+        outputs = _analyze_checkpoints(kind, spec, flags)
+    except SpecError as exc:
+        raise LandscapeError(exc.render(lambda field: flag(fields.get(field, field)))) from None
+    if flags["as_json"]:
+        print_checkpoints_json(Run.open(flags["run_dir"]).path, outputs)
+    elif kind in ("evaluation", "curvature", "sharpness"):
+        echo_err(f"saved under {Run.open(flags['run_dir']).analysis_dir}")
+
+
+def _analyze_checkpoints(kind: str, spec: Any, flags: dict[str, Any]) -> list[dict[str, Any]]:
+    run = Run.open(flags["run_dir"])
+    samples, compute = parse_samples(flags["samples"]), run_kind(kind)
     outputs, dataset = [], None
-    for step in steps:
-        loaded = load_checkpoint_model(run, step, device=device, samples=n, seed=seed, dataset=dataset)
+    for step in resolve_steps(run, flags["checkpoint"]):
+        loaded = load_checkpoint_model(run, step, device=flags["device"], samples=samples, seed=flags["seed"],
+                                       dataset=dataset)
         dataset = loaded.dataset
-        options = {"samples": n, "seed": seed}
-        if backend == "pyhessian":
-            result = pyhessian_analysis(loaded, top_k=top_k, trace=trace, density=density, batch_size=batch_size,
-                                        seed=seed)
-            update_result(run, step, "pyhessian", result, **options)
-        elif opts.wants_curvature():
-            result = curvature_analysis(loaded, opts)
-            if distributed.is_main():
-                update_result(run, step, curvature, result, **options, precision=result["precision"])
-        else:
-            result = {"evaluation": evaluate_checkpoint(loaded)}
-            if distributed.is_main():
-                save_result(run, step, "evaluation", result["evaluation"], **options)
-        view = {"checkpoint": step, **json_view(result)}
-        outputs.append(view)
-        if not as_json:
-            click.echo(describe(step, view))
-    if as_json:
-        print_checkpoints_json(run.path, outputs)
-    else:
-        echo_err(f"saved under {run.analysis_dir}")
+        with progress_display(not flags["as_json"] and stderr_is_tty()) as progress:
+            result = compute(loaded, spec, progress)
+        if distributed.is_main():
+            result.save(run)
+        outputs.append(result.to_json())
+        if not flags["as_json"]:
+            click.echo(result.summary())
+    return outputs

@@ -6,7 +6,8 @@ import math
 
 import click
 
-from landscape.runs import Run, list_results
+from landscape.results import list_results
+from landscape.runs import Run
 
 from .common import print_json
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from landscape.analysis.path_plots import find_path_result, plot_path, plot_plane
-from landscape.analysis.study_plots import load_study, plot_study
+from landscape.analysis.study import StudyResult
+from landscape.analysis.study_plots import plot_study
 from landscape.analysis.surface import load_surface
 from landscape.analysis.surface_plots import KINDS as SURFACE_KINDS
 from landscape.analysis.surface_plots import find_surface, plot_surface, write_vtp
@@ -55,7 +56,7 @@ def plot(run_dir, kind, checkpoint, curvature, surface_name, metric, fmt, log, o
     the small- to large-batch line are drawn."""
     if (Path(run_dir) / "study.h5").exists() and not (Path(run_dir) / "run.h5").exists():
         path = Path(output) if output else Path(run_dir) / "figures" / "study.png"
-        click.echo(str(plot_study(load_study(run_dir), path)))
+        click.echo(str(plot_study(StudyResult.load(run_dir), path)))
         return
     run = Run.open(run_dir)
     if kind in ("path", "plane"):

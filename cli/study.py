@@ -2,52 +2,21 @@
 
 from __future__ import annotations
 
-import math
-import sys
+from dataclasses import replace
 from pathlib import Path
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 import click
 
-from landscape.analysis.sharpness import measure_names
-from landscape.analysis.study import MeasureOptions, canonical_key, run_study
+from landscape.analysis.contract import SpecError
+from landscape.analysis.sharpness_analysis import SharpnessSpec
+from landscape.analysis.study import StudySpec, parse_vary, run_study, training_seed
 from landscape.errors import LandscapeError
 from landscape.optim.config import load_config_file, merge
 
 from .analyze import parse_samples
 from .common import assemble_config, echo_err, print_json, stderr_is_tty, training_options
 
-
-def read_spec(path: str) -> tuple[dict, dict, list[str]]:
-    """A study TOML: the usual [data]/[model]/[optimizer]/[training] tables plus [study] vary = {...}
-    and optionally measures = [...]."""
-    try:
-        raw = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise LandscapeError(f"study spec {path} not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise LandscapeError(f"study spec {path} is not valid TOML: {exc}") from None
-    study = raw.pop("study", {})
-    vary = study.get("vary", {})
-    if not isinstance(vary, dict):
-        raise LandscapeError("[study] vary must be a table of key = [values]")
-    parsed = {}
-    for key, values in vary.items():
-        if not isinstance(values, list) or not values:
-            raise LandscapeError(f"[study] vary.{key} must be a non-empty list")
-        parsed[canonical_key(key)] = values
-    measures = study.get("measures", [])
-    if not isinstance(measures, list) or not all(isinstance(m, str) for m in measures):
-        raise LandscapeError("[study] measures must be a list of measure names")
-    return merge({}, raw), parsed, measures
-
-
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:+.3f}"
+STUDY_FLAGS = {"vary": "--vary", "shard": "--shard", "measures": "--measures", "measure_samples": "--measure-samples"}
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -83,42 +52,24 @@ Spec file: the [data], [model], [optimizer], [training] tables of a config plus
 def study(spec, vary_items, out, shard, measures, measure_samples, as_json, quiet, config_file, assignments,
           **flags):
     """Train every combination of varied hyper-parameters (resumable) and tabulate the outcomes."""
-    from landscape.analysis.study import parse_vary
-
-    base, vary, spec_measures = read_spec(spec) if spec else ({}, {}, [])
+    study_spec = StudySpec.from_toml(spec) if spec else StudySpec()
+    base = study_spec.base
     if config_file:
         base = merge(base, load_config_file(config_file))
     base = merge(base, assemble_config(flags, None, assignments))
-    vary.update(parse_vary(list(vary_items)))
-    if out is None:
-        out = Path("studies") / (Path(spec).stem if spec else "study")
-    log = None if quiet else echo_err
-    names = measure_names(measures.split(",") if measures else spec_measures)
-    opts = MeasureOptions(names=names, samples=parse_samples(measure_samples),
-                          seed=int(base.get("training", {}).get("seed", 0) or 0)) if names else None
-    result = run_study(base, vary, out, parse_shard(shard), progress=(not quiet and stderr_is_tty()), log=log,
-                       measures=opts)
+    names = measures.split(",") if measures else (study_spec.measures.measures if study_spec.measures else ())
+    try:
+        study_spec = replace(
+            study_spec, base=base, vary={**study_spec.vary, **parse_vary(list(vary_items))},
+            out=Path(out) if out else study_spec.out, shard=parse_shard(shard),
+            measures=SharpnessSpec(measures=tuple(names), seed=training_seed(base)) if names else None,
+            measure_samples=parse_samples(measure_samples))
+        display = None if quiet else (lambda i, total, message: echo_err(message))
+        result = run_study(study_spec, progress=display, training_progress=not quiet and stderr_is_tty())
+    except SpecError as exc:
+        raise LandscapeError(exc.render(lambda field: STUDY_FLAGS.get(field, field))) from None
     if as_json:
-        print_json({"study": str(result.path), "rows": result.rows, "correlations": result.correlations,
-                    "interpolation": result.interpolation})
+        print_json(result.to_json())
         return
-    keys = list(vary)
-    header = [k.partition(".")[2] for k in keys] + ["status", "train acc", "test acc", "gap", "train loss", "test loss",
-                                                    *names]
-    lines = ["  ".join(f"{h:>12}" for h in header)]
-    for row in result.rows:
-        cells = [str(row[k]) for k in keys] + [row["status"]]
-        for key, pct in (("train_acc", True), ("test_acc", True), ("generalization_gap", True),
-                         ("train_loss", False), ("test_loss", False)):
-            v = row.get(key, math.nan)
-            cells.append("-" if v != v else (f"{100 * v:.2f}%" if pct else f"{v:.4g}"))
-        cells += [f"{row.get(n, math.nan):.4g}" for n in names]
-        lines.append("  ".join(f"{c:>12}" for c in cells))
-    if result.correlations:
-        lines.append("")
-        lines.append("Kendall tau with the generalization gap: overall, per hyper-parameter, Psi (their mean)")
-        for n, c in result.correlations.items():
-            per = ", ".join(f"{k.partition('.')[2]} {_fmt(v)}" for k, v in c["granulated"].items())
-            lines.append(f"  {n:20s} {_fmt(c['overall'])}   [{per}]   Psi {_fmt(c['psi'])}")
-    click.echo("\n".join(lines))
+    click.echo(result.summary())
     echo_err(f"table saved to {result.path}")

@@ -125,7 +125,7 @@ def plot_sharpness(run: Run, path: str | Path) -> Path:
 
 
 def _stored_curvature(run: Run, checkpoint: str | int, curvature: str, key: str, flag: str) -> tuple[int, dict]:
-    from .runs import load_result, result_path
+    from .results import load_result, result_path
 
     step = run.resolve_checkpoint(checkpoint)
     path = result_path(run, step, curvature)

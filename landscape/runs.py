@@ -330,69 +330,9 @@ class Run:
     def load_checkpoint(self, ref: str | int = "last", *, weights_only: bool = False) -> Checkpoint:
         return read_checkpoint(self.checkpoint_path(self.resolve_checkpoint(ref)), weights_only=weights_only)
 
-    def delete_checkpoints_after(self, step: int) -> None:
-        """Remove checkpoints later than ``step`` (a resumed run rewrites them identically)."""
-        if not self.writable:
-            return
-        for s in self.checkpoint_steps():
-            if s > step:
-                self.checkpoint_path(s).unlink()
 
 
 def _summarize_steps(steps: list[int]) -> str:
     if len(steps) <= 6:
         return ", ".join(map(str, steps))
     return ", ".join(map(str, steps[:3])) + ", ..., " + ", ".join(map(str, steps[-2:]))
-
-
-RESULT_FORMAT = "landscape.result"
-
-
-def result_path(run: Run, step: int, name: str) -> Path:
-    """``analysis/<checkpoint>/<name>.h5`` of a run."""
-    return run.analysis_dir / f"{int(step):08d}" / f"{name}.h5"
-
-
-def save_result(run: Run, step: int, name: str, result: dict[str, Any], **attrs: Any) -> Path:
-    """Store an analysis result (a tree of arrays and numbers) atomically; returns its path."""
-    path = result_path(run, step, name)
-    with atomic_h5(path, RESULT_FORMAT) as fh:
-        fh.attrs["name"] = name
-        fh.attrs["checkpoint"] = int(step)
-        fh.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        fh.attrs["options"] = json.dumps(attrs)
-        write_tree(fh, "result", result)
-    return path
-
-
-def update_result(run: Run, step: int, name: str, updates: dict[str, Any], **attrs: Any) -> Path:
-    """Merge ``updates`` into the stored result ``name`` of checkpoint ``step`` (created if absent).
-
-    Quantities computed by earlier invocations (say, eigenvalues) survive a later one that adds
-    others (say, the trace); a quantity computed again replaces the old value.
-    """
-    path = result_path(run, step, name)
-    merged: dict[str, Any] = {}
-    if path.exists():
-        try:
-            merged, _ = load_result(path)
-        except LandscapeError:
-            merged = {}  # an unreadable old result is replaced, never half-merged
-    merged.update(updates)
-    return save_result(run, step, name, merged, **attrs)
-
-
-def load_result(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(result tree, options) of a stored analysis result."""
-    fh = open_h5(path, RESULT_FORMAT, "result file")
-    try:
-        with fh:
-            return read_tree(fh["result"]), json.loads(fh.attrs.get("options", "{}"))
-    except (KeyError, ValueError, OSError) as exc:
-        raise LandscapeError(f"cannot read {path}: file is corrupt or incomplete ({exc})") from None
-
-
-def list_results(run: Run) -> list[Path]:
-    if not run.analysis_dir.is_dir():
-        return []
-    return sorted(run.analysis_dir.glob("*/*.h5"))

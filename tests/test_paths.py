@@ -193,11 +193,11 @@ def test_linear_connection_json_and_identical_models(two_runs, capsys):
 
     ea, eb = evaluate_checkpoint(loaded_a), evaluate_checkpoint(loaded_b)
     assert view["t"][0] == 0 and view["t"][-1] == 1 and len(view["train_loss"]) == 11
-    assert view["train_loss"][0] == pytest.approx(ea["train_loss"], rel=1e-5)
-    assert view["train_loss"][-1] == pytest.approx(eb["train_loss"], rel=1e-5)
-    assert view["test_acc"][-1] == pytest.approx(eb["test_acc"])
+    assert view["train_loss"][0] == pytest.approx(ea.train_loss, rel=1e-5)
+    assert view["train_loss"][-1] == pytest.approx(eb.train_loss, rel=1e-5)
+    assert view["test_acc"][-1] == pytest.approx(eb.test_acc)
     assert view["barrier"] > 0.05  # two seeds of a small MLP: a clear barrier
-    assert view["ensemble"]["endpoint_0_test_acc"] == pytest.approx(ea["test_acc"])
+    assert view["ensemble"]["endpoint_0_test_acc"] == pytest.approx(ea.test_acc)
     last = str(a / "checkpoints" / f"{loaded_a.step:08d}.h5")
     assert main(["analyze", str(a), "--connect", last, "--points", "5", "--json"]) == 0
     same = json.loads(capsys.readouterr().out)

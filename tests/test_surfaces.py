@@ -196,9 +196,9 @@ def test_grid_center_equals_checkpoint_loss_and_axis_order(mlp_run, cnn_run):
         res = compute_surface(loaded, spec)
         assert res["train_loss"].shape == (5, 3) and res["test_acc"].shape == (5, 3)
         one = compute_surface(loaded, SurfaceSpec(dims=1, directions="filter", xnum=5, name="line"))
-        assert abs(one["train_loss"][2] - ev["train_loss"]) < 1e-6 * max(1, ev["train_loss"])
-        assert abs(one["test_loss"][2] - ev["test_loss"]) < 1e-6 * max(1, ev["test_loss"])
-        assert one["train_acc"][2] == ev["train_acc"] and one["test_acc"][2] == ev["test_acc"]
+        assert abs(one["train_loss"][2] - ev.train_loss) < 1e-6 * max(1, ev.train_loss)
+        assert abs(one["test_loss"][2] - ev.test_loss) < 1e-6 * max(1, ev.test_loss)
+        assert one["train_acc"][2] == ev.train_acc and one["test_acc"][2] == ev.test_acc
         # axis order: train_loss[i, j] = L(x_i, y_j), checked against a direct evaluation
         with h5py.File(res["path"]) as fh:
             names = json.loads(fh["xdirection"].attrs["names"])
@@ -219,8 +219,8 @@ def test_between_slice_reproduces_both_endpoints_with_batchnorm(cnn_run):
     res = compute_surface(loaded, spec)
     for t, ref in ((0, loaded), (2, other)):
         ev = evaluate_checkpoint(ref)
-        assert abs(res["train_loss"][t] - ev["train_loss"]) < 1e-5 * max(1, ev["train_loss"])
-        assert abs(res["test_loss"][t] - ev["test_loss"]) < 1e-5 * max(1, ev["test_loss"])
+        assert abs(res["train_loss"][t] - ev.train_loss) < 1e-5 * max(1, ev.train_loss)
+        assert abs(res["test_loss"][t] - ev.test_loss) < 1e-5 * max(1, ev.test_loss)
     assert res["info"]["between"].endswith("00000004.h5")
 
 
@@ -234,7 +234,7 @@ def test_batchnorm_recompute_mode(cnn_run):
     recompute_batchnorm(ref, layers, split_batches(ds.x_train, ds.y_train, 10**6))
     direct = evaluate(ref, ds.x_train, ds.y_train, loaded.loss)["loss"]
     assert abs(res["train_loss"][1] - direct) < 1e-5 * max(1, direct)
-    assert abs(res["train_loss"][1] - evaluate_checkpoint(loaded)["train_loss"]) > 1e-4  # stats did change
+    assert abs(res["train_loss"][1] - evaluate_checkpoint(loaded).train_loss) > 1e-4  # stats did change
 
 
 def test_eigen_plane_uses_the_top_hessian_eigenvectors(mlp_run):
@@ -255,7 +255,7 @@ def test_eigen_plane_reuses_stored_eigenvectors(cnn_run, capsys):
     stored = json.loads(capsys.readouterr().out)["eigenvalues"]
     res = compute_surface(load_checkpoint_model(cnn_run), SurfaceSpec(dims=2, directions="eigen", xnum=3))
     assert res["eigenvalues"].tolist() == pytest.approx(stored, rel=1e-12)
-    from landscape.runs import load_result, result_path
+    from landscape.results import load_result, result_path
     hess, _ = load_result(result_path(load_checkpoint_model(cnn_run).run, res["checkpoint"], "hessian"))
     with h5py.File(res["path"]) as fh:
         n = len(json.loads(fh["ydirection"].attrs["names"]))
