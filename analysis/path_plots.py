@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from landscape.errors import LandscapeError
-from landscape.plotting import _pyplot, save_figure
+from landscape.plotting import pyplot, save_figure
 from landscape.results import load_result
 from landscape.runs import Run
 
@@ -38,7 +38,7 @@ LABELS = {"bezier": "Bezier curve", "polychain": "PolyChain", "autoneb": "AutoNE
 
 def plot_path(result: dict[str, Any], path: str | Path) -> Path:
     """Loss (log scale) and error along the linear path and, when fitted, the curve; train and test."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4))
     paths = [("linear path", result["linear"], "-")]
     if "fitted" in result:
@@ -69,7 +69,7 @@ def plot_plane(result: dict[str, Any], path: str | Path) -> Path:
                              "--plane-grid N")
     plane = result["plane"]
     surface = load_surface(plane["surface"])
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.colors import LogNorm
 
     z = np.asarray(surface["train_loss"], dtype=float)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from landscape.errors import LandscapeError
-from landscape.plotting import _pyplot, save_figure
+from landscape.plotting import pyplot, save_figure
 
 from .study import StudyResult
 
@@ -27,7 +27,7 @@ def plot_study(study: StudyResult, path: str | Path) -> Path:
     cols = [c for c in ("batch", "ratio", "gap") if c != "batch" or BATCH in vary]
     cols = [c for c in cols if c != "ratio" or (BATCH in vary and LR in vary)]
     nrows = len(measures) + (1 if study.interpolation else 0)
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(nrows, len(cols), figsize=(4.2 * len(cols), 3.2 * nrows), squeeze=False)
     others = [k for k in vary if k != BATCH]
     for i, m in enumerate(measures):

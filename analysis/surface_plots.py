@@ -16,7 +16,7 @@ import numpy as np
 
 from landscape.atomic import atomic_write_text
 from landscape.errors import LandscapeError
-from landscape.plotting import _pyplot, save_figure
+from landscape.plotting import pyplot, save_figure
 from landscape.runs import Run
 
 KINDS_2D = ("contour", "surface", "heatmap", "surface3d", "trajectory")
@@ -78,7 +78,7 @@ def plot_surface(surface: dict[str, Any], kind: str, path: str | Path, metric: s
     if metric not in surface:
         have = [k for k in ("train_loss", "train_acc", "test_loss", "test_acc") if k in surface]
         raise LandscapeError(f"the surface has no {metric}; it has {', '.join(have)}")
-    plt = _pyplot()
+    plt = pyplot()
     x = surface["xcoordinates"]
     xlabel, ylabel = _axis_labels(surface)
     if kind == "slice":

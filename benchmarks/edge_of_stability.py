@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from landscape.optim.training import train
-from landscape.plotting import _pyplot, save_figure, stability_factor
+from landscape.plotting import pyplot, save_figure, stability_factor
 from landscape.runs import Run
 
 RUNS = {"GD lr 0.2": ("sgd", 0.2), "GD lr 0.3": ("sgd", 0.3), "GD lr 0.4": ("sgd", 0.4),
@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     summary = {}
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2, len(RUNS), figsize=(4.2 * len(RUNS), 6), sharex=True)
     for j, (label, (name, lr)) in enumerate(RUNS.items()):
         folder = Path(args.runs) / f"{name}-lr{lr:g}-{args.steps}"

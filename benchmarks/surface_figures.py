@@ -23,7 +23,7 @@ from landscape.analysis import evaluate_checkpoint, load_checkpoint_model
 from landscape.analysis.surface import SurfaceSpec, compute_surface
 from landscape.analysis.surface_plots import plot_surface
 from landscape.optim.training import train
-from landscape.plotting import _pyplot, save_figure
+from landscape.plotting import pyplot, save_figure
 from landscape.runs import Run
 
 
@@ -53,7 +53,7 @@ def main() -> None:
                                                               xnum=args.grid))
         print(f"{label}: train loss {ev.train_loss:.4f}, test acc {100 * ev.test_acc:.1f}%, surface "
               f"{surfaces[label]['computed_points']} points in {surfaces[label]['seconds']:.1f} s", flush=True)
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
     lo = min(float(np.nanmin(s["train_loss"])) for s in surfaces.values())
     hi = max(float(np.nanmax(s["train_loss"])) for s in surfaces.values())

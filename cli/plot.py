@@ -13,7 +13,8 @@ from landscape.analysis.surface import load_surface
 from landscape.analysis.surface_plots import KINDS as SURFACE_KINDS
 from landscape.analysis.surface_plots import find_surface, plot_surface, write_vtp
 from landscape.errors import LandscapeError
-from landscape.plotting import plot_density, plot_sharpness, plot_spectrum, plot_training
+from landscape.analysis.curvature_plots import plot_density, plot_spectrum, stored_curvature
+from landscape.plotting import plot_sharpness, plot_training
 from landscape.runs import Run
 
 KINDS = ("training", "spectrum", "density", "sharpness", *SURFACE_KINDS, "path", "plane")
@@ -86,7 +87,7 @@ def plot(run_dir, kind, checkpoint, curvature, surface_name, metric, fmt, log, o
     elif kind == "sharpness":
         out = plot_sharpness(run, path)
     elif kind == "spectrum":
-        out = plot_spectrum(run, path, checkpoint, curvature)
+        out = plot_spectrum(run, stored_curvature(run, checkpoint, curvature, "--top-k 10"), path)
     else:
-        out = plot_density(run, path, checkpoint, curvature)
+        out = plot_density(run, stored_curvature(run, checkpoint, curvature, "--density"), path)
     click.echo(str(out))

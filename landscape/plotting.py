@@ -12,14 +12,14 @@ from .runs import Run
 FORMATS = ("png", "pdf", "svg")
 
 
-def _figure_format(path: Path) -> str:
+def figure_format(path: Path) -> str:
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise LandscapeError(f"figure file {path} must end in .png, .pdf or .svg")
     return fmt
 
 
-def _pyplot():
+def pyplot():
     """matplotlib.pyplot with the non-interactive Agg backend (figures go to files only)."""
     import matplotlib
 
@@ -32,19 +32,19 @@ def _pyplot():
 def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
     """Save a matplotlib figure atomically; the format follows the file extension."""
     path = Path(path)
-    fmt = _figure_format(path)
+    fmt = figure_format(path)
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
     finally:
-        _pyplot().close(fig)
+        pyplot().close(fig)
     return path
 
 
 def plot_training(run: Run, path: str | Path) -> Path:
     """Train/test loss (log scale) and, for classification, accuracy against epochs."""
-    plt = _pyplot()
-    _figure_format(Path(path))
+    plt = pyplot()
+    figure_format(Path(path))
     m = run.metrics
     if not m.get("step"):
         raise LandscapeError(f"run {run.path} has no metrics yet")
@@ -93,8 +93,8 @@ def stability_factor(optimizer: dict) -> tuple[float, str] | None:
 def plot_sharpness(run: Run, path: str | Path) -> Path:
     """lambda_max tracked along training with the stability threshold c/lr, the trace when tracked,
     and the training loss."""
-    plt = _pyplot()
-    _figure_format(Path(path))
+    plt = pyplot()
+    figure_format(Path(path))
     m = run.metrics
     if "lambda_max" not in m or all(math.isnan(v) for v in m["lambda_max"]):
         raise LandscapeError(f"run {run.path} has no tracked curvature: train it with --track-curvature-every K")
@@ -121,66 +121,4 @@ def plot_sharpness(run: Run, path: str | Path) -> Path:
     fig.suptitle(f"{cfg['model']['name']} on {cfg['data']['name']}, {cfg['optimizer']['name']} "
                  f"lr={cfg['optimizer']['lr']:g}, batch {cfg['training']['batch_size']}", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
-    return save_figure(fig, path)
-
-
-def _stored_curvature(run: Run, checkpoint: str | int, curvature: str, key: str, flag: str) -> tuple[int, dict]:
-    from .results import load_result, result_path
-
-    step = run.resolve_checkpoint(checkpoint)
-    path = result_path(run, step, curvature)
-    if not path.exists():
-        raise LandscapeError(f"no {curvature} analysis for checkpoint {step}; run: landscape analyze {run.path} "
-                             f"--checkpoint {step} {flag}" + (f" --curvature {curvature}" if curvature != "hessian" else ""))
-    result, _ = load_result(path)
-    if key not in result:
-        raise LandscapeError(f"the {curvature} analysis of checkpoint {step} has no {key}; run: landscape analyze "
-                             f"{run.path} --checkpoint {step} {flag}")
-    return step, result
-
-
-def _title(run: Run, step: int, curvature: str) -> str:
-    cfg = run.config
-    return (f"{curvature} of {cfg['model']['name']} on {cfg['data']['name']} ({cfg['optimizer']['name']}), "
-            f"step {step}")
-
-
-def plot_spectrum(run: Run, path: str | Path, checkpoint: str | int = "last", curvature: str = "hessian") -> Path:
-    """Top (and smallest) eigenvalues of a stored curvature analysis, by rank."""
-    plt = _pyplot()
-    _figure_format(Path(path))
-    step, result = _stored_curvature(run, checkpoint, curvature, "eigenvalues", "--top-k 10")
-    top = result["eigenvalues"]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    ax.stem(range(1, len(top) + 1), top, basefmt=" ", label="largest")
-    if result.get("smallest_eigenvalues"):
-        low = result["smallest_eigenvalues"]
-        ax.stem(range(len(top) + 2, len(top) + 2 + len(low)), low, linefmt="C3-", markerfmt="C3o", basefmt=" ",
-                label="smallest")
-        ax.axhline(0, color="0.6", lw=0.8)
-        ax.legend()
-    elif all(v > 0 for v in top):
-        ax.set_yscale("log")
-    ax.set_xlabel("rank")
-    ax.set_ylabel("eigenvalue")
-    ax.grid(alpha=0.3)
-    ax.set_title(_title(run, step, curvature), fontsize=9)
-    return save_figure(fig, path)
-
-
-def plot_density(run: Run, path: str | Path, checkpoint: str | int = "last", curvature: str = "hessian") -> Path:
-    """Smoothed eigenvalue density (SLQ) on a log axis, as in Ghorbani et al. (2019)."""
-    plt = _pyplot()
-    _figure_format(Path(path))
-    step, result = _stored_curvature(run, checkpoint, curvature, "density", "--density")
-    dens = result["density"]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    values = [max(v, 1e-12) for v in dens["values"]]
-    ax.semilogy(dens["grid"], values, color="C0")
-    ax.set_ylim(bottom=max(min(values), max(values) * 1e-8))
-    ax.set_xlabel("eigenvalue")
-    ax.set_ylabel("density (log scale)")
-    ax.grid(alpha=0.3)
-    ax.set_title(_title(run, step, curvature) + f"\nnegative mass {dens['negative_mass']:.3g}, "
-                 f"sigma {dens['sigma']:.2g}", fontsize=9)
     return save_figure(fig, path)

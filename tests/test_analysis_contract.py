@@ -155,3 +155,16 @@ def test_study_spec_read_by_the_library(tmp_path):
         StudySpec(vary={"lr": [0.1]}, shard=(3, 2)).validate()
     with pytest.raises(SpecError, match="StudySpec.vary is empty"):
         StudySpec().validate()
+
+
+def test_curvature_plots_draw_the_stored_result(run_dir, tmp_path, capsys):
+    assert main(["analyze", str(run_dir), "--top-k", "3", "--bottom-k", "1", "--density", "--density-runs", "2",
+                 "--density-steps", "10", "--samples", "100"]) == 0
+    for kind in ("spectrum", "density"):
+        figure = tmp_path / f"{kind}.png"
+        assert main(["plot", str(run_dir), "--kind", kind, "-o", str(figure)]) == 0
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main(["plot", str(run_dir), "--kind", "density", "--curvature", "ggn", "-o", str(tmp_path / "g.png")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("Error: no ggn analysis for checkpoint") and "--density --curvature ggn" in err
