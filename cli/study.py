@@ -9,7 +9,8 @@ import click
 
 from landscape.analysis.contract import SpecError
 from landscape.analysis.sharpness_analysis import SharpnessSpec
-from landscape.analysis.study import StudySpec, parse_vary, run_study, training_seed
+from landscape.analysis.study import run_study
+from landscape.analysis.study_spec import StudySpec, parse_vary, training_seed
 from landscape.errors import LandscapeError
 from landscape.optim.config import load_config_file, merge
 

@@ -11,7 +11,7 @@ from conftest import tree_digest
 from landscape.analysis import (ANALYSES, CurvatureResult, CurvatureSpec, EvaluationResult, EvaluationSpec,
                                 SharpnessResult, SharpnessSpec, SpecError, load_checkpoint_model, run_analysis)
 from landscape.analysis.curvature import Curvature, TraceEstimate
-from landscape.analysis.study import StudySpec
+from landscape.analysis.study_spec import StudySpec
 from landscape.cli.main import main
 from landscape.errors import LandscapeError
 
