@@ -26,11 +26,10 @@ from pathlib import Path
 import h5py
 
 import torch
-from torch.func import functional_call
 
 from landscape import distributed
 from landscape.errors import LandscapeError
-from landscape.losses import get_loss
+from landscape.objective import Objective
 from landscape.params import ParamLayout
 
 from .job_state import load_state, save_state
@@ -85,48 +84,14 @@ def autoneb(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch.Te
     every rank moves the chain exactly as one process would."""
     opts = options or NEBOptions()
     opts.validate()
-    net = copy.deepcopy(model).train()
-    buffers = {n: b.detach().clone() for n, b in net.named_buffers()}
-    loss_fn = get_loss(loss)
+    net = copy.deepcopy(model).train()  # BatchNorm on batch statistics, as for the endpoints
+
+    def objective(xb: torch.Tensor, yb: torch.Tensor) -> Objective:
+        return Objective.live(net, xb, yb, loss, params=layout.names)
+
     gen = torch.Generator().manual_seed(opts.seed)
     probe_idx = torch.randperm(x.shape[0], generator=gen)[:opts.probe_samples].to(x.device)
-    xp, yp = x[probe_idx], y[probe_idx]
-
-    def value(point: torch.Tensor, xb, yb) -> float:
-        with torch.no_grad():
-            return float(loss_fn(functional_call(net, {**buffers, **layout.unflatten(point)}, (xb,)), yb))
-
-    def value_and_grad(point: torch.Tensor, xb, yb) -> tuple[float, torch.Tensor]:
-        leaf = point.detach().requires_grad_()
-        out = functional_call(net, {**buffers, **layout.unflatten(leaf)}, (xb,))
-        val = loss_fn(out, yb)
-        (g,) = torch.autograd.grad(val, leaf)
-        return float(val.detach()), g
-
-    size, me = distributed.world_size(), distributed.rank()
-
-    def shared_values(points: list, xb, yb) -> list[float]:
-        """Loss at every point (a callable making it); rank r evaluates points r, r + W, ... and the
-        values are all-reduced (adding zeros is exact, so every rank gets the single-process numbers)."""
-        vals = torch.zeros(len(points), dtype=torch.float64, device=w0.device)
-        for k in range(me, len(points), size):
-            vals[k] = value(points[k](), xb, yb)
-        return distributed.all_reduce_sum(vals).tolist()
-
-    def energies_and_gradients(pivots: list[torch.Tensor], xb, yb) -> tuple[list[float], list]:
-        """Loss at every pivot and the gradient at the interior ones, shared out like shared_values."""
-        last = len(pivots) - 1
-        energy = torch.zeros(len(pivots), dtype=torch.float64, device=w0.device)
-        grads = torch.zeros(len(pivots), w0.numel(), dtype=w0.dtype, device=w0.device)
-        for i in range(me, len(pivots), size):
-            if 0 < i < last:
-                energy[i], grads[i] = value_and_grad(pivots[i], xb, yb)
-            else:
-                energy[i] = value(pivots[i], xb, yb)
-        if size > 1:
-            distributed.all_reduce_sum(energy)
-            distributed.all_reduce_sum(grads)
-        return energy.tolist(), [grads[i] if 0 < i < last else None for i in range(len(pivots))]
+    probe = objective(x[probe_idx], y[probe_idx])
 
     pivots = [w0 + (w1 - w0) * (k / (opts.initial_pivots + 1)) for k in range(opts.initial_pivots + 2)]
     history: list[dict] = []
@@ -146,7 +111,7 @@ def autoneb(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch.Te
             points = [lambda p=p: p for p in pivots]
             points += [lambda i=i, t=t: pivots[i] + t * (pivots[i + 1] - pivots[i])
                        for i in range(len(pivots) - 1) for t in ts]
-            values = shared_values(points, xp, yp)
+            values = _shared_values(probe, points, w0.device)
             ends = values[:len(pivots)]
             for i in range(len(pivots) - 1):
                 vals = values[len(pivots) + i * len(ts):len(pivots) + (i + 1) * len(ts)]
@@ -168,7 +133,7 @@ def autoneb(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch.Te
         for _ in range(opts.steps):
             idx = torch.randint(0, n, (min(opts.batch_size, n),), generator=gen).to(x.device)
             xb, yb = x[idx], y[idx]
-            energy, grads = energies_and_gradients(pivots, xb, yb)
+            energy, grads = _energies_and_gradients(objective(xb, yb), pivots)
             new = list(pivots)
             for i in range(1, len(pivots) - 1):
                 tau = _tangent(pivots, energy, i)
@@ -183,6 +148,33 @@ def autoneb(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch.Te
         if progress is not None:
             progress(cycle + 1, opts.cycles, len(pivots))
     return {"pivots": torch.stack(pivots), "history": history}
+
+
+def _shared_values(objective: Objective, points: list, device: torch.device) -> list[float]:
+    """Loss at every point (a callable making it); rank r evaluates points r, r + W, ... and the
+    values are all-reduced (adding zeros is exact, so every rank gets the single-process numbers)."""
+    size, me = distributed.world_size(), distributed.rank()
+    vals = torch.zeros(len(points), dtype=torch.float64, device=device)
+    for k in range(me, len(points), size):
+        vals[k] = objective.value(points[k]())
+    return distributed.all_reduce_sum(vals).tolist()
+
+
+def _energies_and_gradients(objective: Objective, pivots: list[torch.Tensor]) -> tuple[list[float], list]:
+    """Loss at every pivot and the gradient at the interior ones, shared out like _shared_values."""
+    size, me = distributed.world_size(), distributed.rank()
+    last, w0 = len(pivots) - 1, pivots[0]
+    energy = torch.zeros(len(pivots), dtype=torch.float64, device=w0.device)
+    grads = torch.zeros(len(pivots), w0.numel(), dtype=w0.dtype, device=w0.device)
+    for i in range(me, len(pivots), size):
+        if 0 < i < last:
+            energy[i], grads[i] = objective.value_and_gradient(pivots[i].detach())
+        else:
+            energy[i] = objective.value(pivots[i])
+    if size > 1:
+        distributed.all_reduce_sum(energy)
+        distributed.all_reduce_sum(grads)
+    return energy.tolist(), [grads[i] if 0 < i < last else None for i in range(len(pivots))]
 
 
 def _save_state(path: Path, options: dict, pivots: list[torch.Tensor], cycle: int, history: list[dict],

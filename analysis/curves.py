@@ -27,12 +27,11 @@ from typing import Any, Callable
 import h5py
 import numpy as np
 import torch
-from torch.func import functional_call
 
 from landscape import distributed
 from landscape.errors import LandscapeError
 from landscape.h5tree import read_tree, write_tree
-from landscape.losses import get_loss
+from landscape.objective import Objective
 from landscape.params import ParamLayout
 
 from .job_state import load_state, save_state
@@ -116,9 +115,7 @@ def train_bend(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch
         raise LandscapeError(f"the curve's bend is trained with a first-order optimizer; {spec['name']!r} needs "
                              "the model or a closure")
     options = {"kind": kind, **asdict(training), "w0": float(w0.double().sum()), "w1": float(w1.double().sum())}
-    net = copy.deepcopy(model).train()
-    buffers = {n: b.detach().clone() for n, b in net.named_buffers()}
-    loss_fn = get_loss(loss)
+    net = copy.deepcopy(model).train()  # BatchNorm on batch statistics, as for the endpoints
     theta = torch.nn.Parameter(0.5 * (w0 + w1).detach().clone())
     optimizer = build_optimizer(spec, [theta])
     generator = torch.Generator().manual_seed(training.seed)
@@ -146,8 +143,8 @@ def train_bend(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch
             lo, hi = distributed.block(batch.shape[0])
             idx = batch[lo:hi]
             if idx.shape[0]:
-                out = functional_call(net, {**buffers, **layout.unflatten(point)}, (x[idx],))
-                value = loss_fn(out, y[idx]) * (idx.shape[0] / batch.shape[0])  # this rank's share of the mean
+                objective = Objective.live(net, x[idx], y[idx], loss, params=layout.names)
+                value = objective.differentiable_value(point) * (idx.shape[0] / batch.shape[0])  # this rank's share
                 value.backward()
             else:
                 value = torch.zeros((), dtype=theta.dtype, device=theta.device)

@@ -2,7 +2,8 @@
 
 PyHessian 0.1 (the PyPI release) offers the top eigenvalues by power iteration and the Hutchinson
 trace; its ``density()`` calls ``torch.eig``, which PyTorch removed, so it fails on current torch.
-It needs every parameter to receive a gradient and takes the loss as ``criterion(model(x), y)``.
+It needs every parameter to receive a gradient and takes the loss as ``criterion(model(x), y)``: the
+loss function of :mod:`landscape.losses`, the one the objective uses.
 Its trace stops by a heuristic (relative change of the running mean below ``tol``), not by a
 standard error; we report the standard error of its probe samples.
 """
@@ -18,19 +19,12 @@ import numpy as np
 import torch
 
 from landscape.errors import LandscapeError
+from landscape.losses import get_loss
 
 from .loading import LoadedCheckpoint
 
 DENSITY_BROKEN = ("PyHessian 0.1's density() calls torch.eig, which was removed from PyTorch (1.9+), so it "
                   "cannot run on current torch; use the default backend for --density")
-
-
-def _criterion(loss: str):
-    if loss == "cross_entropy":
-        return torch.nn.CrossEntropyLoss()
-    if loss == "mse":
-        return lambda out, y: ((out.reshape(y.shape) - y) ** 2).mean()
-    return lambda out, y: ((out.reshape(y.shape) - y) ** 2).reshape(y.shape[0], -1).sum(1).mean()
 
 
 def pyhessian_analysis(loaded: LoadedCheckpoint, top_k: int = 0, trace: bool = False, density: bool = False,
@@ -55,10 +49,10 @@ def pyhessian_analysis(loaded: LoadedCheckpoint, top_k: int = 0, trace: bool = F
         warnings.simplefilter("ignore")
         try:
             if bs >= n:
-                comp = hessian(model, _criterion(loaded.loss), data=(x, y), cuda=cuda)
+                comp = hessian(model, get_loss(loaded.loss), data=(x, y), cuda=cuda)
             else:
                 loader = [(x[i:i + bs], y[i:i + bs]) for i in range(0, n, bs)]
-                comp = hessian(model, _criterion(loaded.loss), dataloader=loader, cuda=cuda)
+                comp = hessian(model, get_loss(loaded.loss), dataloader=loader, cuda=cuda)
             result: dict[str, Any] = {"backend": "pyhessian", "samples": n}
             if top_k:
                 values, _ = comp.eigenvalues(maxIter=max_iter, tol=tol, top_n=top_k)

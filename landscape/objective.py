@@ -28,6 +28,13 @@ from .params import ParamLayout
 
 DEFAULT_BATCH_SIZE = 1024  # CPU sweet spot between MLPs (~2048) and convolutions (~1024)
 
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def split_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Batches:
+    """Consecutive batches of ``batch_size`` samples (views; the last one may have fewer)."""
+    return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+
 
 @contextlib.contextmanager
 def differentiable_attention() -> Iterator[None]:
@@ -74,13 +81,34 @@ def batchnorm_statistics_frozen(model: torch.nn.Module, after_first_forward: boo
             m.track_running_stats = True
 
 
+def recompute_batchnorm(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Running statistics of every BatchNorm layer = the cumulative average of its batch statistics over
+    ``batches`` (train-mode passes, as ``torch.optim.swa_utils.update_bn``); the model's mode is restored."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = {}
+    for m in layers:
+        m.reset_running_stats()
+        momenta[m] = m.momentum
+        m.momentum = None
+    was = model.training
+    model.train()
+    try:
+        with torch.no_grad():
+            for x, _ in batches:
+                model(x)
+    finally:
+        for m, mom in momenta.items():
+            m.momentum = mom
+        model.train(was)
+
+
 class Objective:
     """L(theta) = sum_b (n_b / N) l_b(theta) over the batches of (x, y), a pure function of the selected
     parameters (module docstring).
 
     Args:
         model: any ``nn.Module`` called as ``model(x)``.
-        x, y: the inputs and targets of all N samples.
+        x, y: the inputs and targets of all N samples (None: no data of its own, :meth:`without_data`).
         loss: a loss name of :mod:`landscape.losses` (``cross_entropy``, ``mse``, ``sum_squares``).
         batch_size: samples per batch (default 1024); the value is the same for any batch size.
         params: the names of the parameters that are variables (default: all that require grad).
@@ -90,31 +118,36 @@ class Objective:
         live: the model itself instead of a private copy, for optimizers (:meth:`live`).
     """
 
-    def __init__(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross_entropy", *,
+    def __init__(self, model: torch.nn.Module, x: torch.Tensor | None, y: torch.Tensor | None,
+                 loss: str = "cross_entropy", *,
                  batch_size: int | None = None, params: Sequence[str] | None = None,
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None,
                  shard: bool = False, live: bool = False):
-        if live and (batch_size is not None or dtype is not None or device is not None or shard):
+        if live and (batch_size is not None or dtype is not None or device is not None or shard or x is None):
             raise ValueError("a live objective is one batch on the model as it is: no batch_size, dtype, device "
                              "or shard")
         device = torch.device(device) if device is not None else next(
-            (p.device for p in model.parameters()), x.device)
+            (p.device for p in model.parameters()), x.device if x is not None else torch.device("cpu"))
         recast = False
         if not live:  # a private copy, in eval mode, in ``dtype`` on ``device``; the data follows its dtype
             model = copy.deepcopy(model)
             recast = dtype is not None and dtype != floating_dtype(model)
             if recast:
                 model = model.to(dtype)
-            x, y = (t.to(floating_dtype(model)) if t.is_floating_point() else t for t in (x, y))
+            if x is not None:
+                x, y = (t.to(floating_dtype(model)) if t.is_floating_point() else t for t in (x, y))
             model = model.to(device).eval()
         self.model = model
         self.loss_name = loss
         self.loss_fn = get_loss(loss)
         self._select(params, live)
-        self._batch(x, y, x.shape[0] if live else batch_size, shard and distributed.world_size() > 1, device)
+        if x is None:  # no data of its own (:meth:`without_data`)
+            self.sharded, self.batch_ids, self.batches, self.weights, self.num_samples = False, [], [], [], 0
+        else:
+            self._batch(x, y, x.shape[0] if live else batch_size, shard and distributed.world_size() > 1, device)
         self.device = device
         self.dtype = next(iter(self.theta.values())).dtype
-        if recast:
+        if recast and x is not None:
             self._check_runs_in(floating_dtype(model), x[:1].to(device))
 
     def _select(self, params: Sequence[str] | None, live: bool) -> None:
@@ -150,7 +183,8 @@ class Objective:
             lo, hi = distributed.block(len(ids))
             ids = ids[lo:hi]
         self.batch_ids = list(ids)  # global batch numbers (per-batch random draws are seeded by them)
-        self.batches = [(x[b * bs:(b + 1) * bs].to(device), y[b * bs:(b + 1) * bs].to(device)) for b in ids]
+        every = split_batches(x, y, bs)
+        self.batches = [(every[b][0].to(device), every[b][1].to(device)) for b in ids]
         self.weights = [xb.shape[0] / n for xb, _ in self.batches]
         self.num_samples = n
 
@@ -172,6 +206,16 @@ class Objective:
         (``params``, default every parameter that requires grad), so in-place updates of the model show
         through."""
         return cls(model, x, y, loss, params=params, live=True)
+
+    @classmethod
+    def without_data(cls, model: torch.nn.Module, loss: str = "cross_entropy", *,
+                     params: Sequence[str] | None = None) -> "Objective":
+        """The loss as a function of the parameters on a private copy of ``model`` (as the constructor
+        makes it) with no data of its own: its batch methods (:meth:`output`, :meth:`batch_loss`,
+        :meth:`batch_per_sample`, :meth:`stacked_per_sample`) take the data they are given, :meth:`value` and
+        :meth:`value_and_gradient` refuse. For evaluating several data sets with one model copy
+        (:class:`landscape.objective_grid.ObjectiveGrid`)."""
+        return cls(model, None, None, loss, params=params)
 
     @contextlib.contextmanager
     def transformable(self) -> Iterator[None]:
@@ -227,6 +271,18 @@ class Objective:
     def batch_per_sample(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return per_sample(self.loss_name, output, y)
 
+    def stacked_per_sample(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(K, B) per-sample losses of K parameter sets' outputs (K, B, ...) on one batch with targets ``y``
+        (B, ...). Cross-entropy as log-sum-exp minus the target logit (4x faster than ``F.cross_entropy``
+        on stacked outputs, the same to rounding); the other losses as :meth:`batch_per_sample`."""
+        k = outputs.shape[0]
+        if self.loss_name == "cross_entropy":
+            target = y.unsqueeze(0).expand(k, *y.shape).unsqueeze(-1)
+            return torch.logsumexp(outputs, dim=-1) - outputs.gather(-1, target).squeeze(-1)
+        flat = outputs.reshape(k * outputs.shape[1], *outputs.shape[2:])
+        target = y.unsqueeze(0).expand(k, *y.shape).reshape(k * y.shape[0], *y.shape[1:])
+        return per_sample(self.loss_name, flat, target).reshape(k, -1)
+
     def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum of a per-rank partial sum over the ranks sharing the data (identity when not sharded)."""
         if self.sharded:
@@ -249,10 +305,23 @@ class Objective:
     def _at(self, point: torch.Tensor | None) -> dict[str, torch.Tensor]:
         return self.theta if point is None else self.layout.unflatten(point)
 
+    def _needs_data(self) -> None:
+        if not self.num_samples:
+            raise LandscapeError("this objective has no data of its own (Objective.without_data)")
+
+    def differentiable_value(self, point: torch.Tensor) -> torch.Tensor:
+        """L at the flat ``point`` as a tensor in ``point``'s autograd graph (the point may depend on other
+        variables, e.g. a point on a curve whose bend is trained). One batch only (a live objective)."""
+        if len(self.batches) != 1 or self.sharded:
+            raise LandscapeError("a differentiable value is for an objective of one batch")
+        x, y = self.batches[0]
+        return self.batch_loss(self.layout.unflatten(point), x, y)
+
     @torch.no_grad()
     def value(self, point: torch.Tensor | None = None) -> float:
         """L over all samples at the current parameters, or at the flat ``point``; the batch means are
         combined in float64 (the same number, to float64 rounding, for any number of processes)."""
+        self._needs_data()
         theta = self._at(point)
         return self.reduce_scalar(sum(w * float(self.batch_loss(theta, x, y))
                                       for (x, y), w in zip(self.batches, self.weights)))
@@ -261,6 +330,7 @@ class Objective:
         """(L, flat gradient of L) at the current parameters, or at the flat ``point``. Several batches'
         gradients are combined in float64 and rounded once to the parameters' dtype, so the result does
         not depend on how the batches are shared among processes."""
+        self._needs_data()
         base = self._at(point)
         value, total = 0.0, None
         for (x, y), w in zip(self.batches, self.weights):

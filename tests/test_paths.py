@@ -15,7 +15,9 @@ from landscape.analysis.autoneb import NEBOptions, autoneb
 from landscape.analysis.curves import CurveTraining, curve_coordinates, curve_weights, train_bend
 from landscape.analysis.paths import barriers
 from landscape.cli.main import main
+from landscape.errors import LandscapeError
 from landscape.models import build_model
+from landscape.objective import Objective
 
 SMALL = ["--samples", "300", "--set", "model.widths=[16]", "--batch-size", "50", "--epochs", "6",
          "--optimizer", "adam", "--lr", "0.01", "--device", "cpu", "-q"]
@@ -98,6 +100,23 @@ def test_bezier_bend_finds_the_valley_and_training_resumes(tmp_path):
         train_bend(model, "mse", layout, w0, w1, "bezier", x, y, training, state_path=state, progress=stop_at_150)
     resumed, resumed_history = train_bend(model, "mse", layout, w0, w1, "bezier", x, y, training, state_path=state)
     assert torch.equal(resumed, theta) and resumed_history == history
+
+
+def test_the_bends_gradient_is_the_chain_rule_through_the_objective():
+    """train_bend differentiates the objective's value at phi(t) through phi: grad_theta = c_theta(t) grad L(phi(t)),
+    the objective's own gradient at that point, exactly."""
+    model, layout, w0, w1, x, y = _valley()
+    theta = torch.tensor([0.3, 0.7], dtype=torch.float64, requires_grad=True)
+    objective = Objective.live(model, x, y, "mse")
+    c0, ct, c1 = curve_weights("bezier", 0.3)
+    point = c0 * w0 + ct * theta + c1 * w1
+    value = objective.differentiable_value(point)
+    value.backward()
+    expected_value, g = objective.value_and_gradient(point.detach())
+    assert float(value.detach()) == expected_value == _valley_loss(point.detach())
+    assert torch.equal(theta.grad, ct * g)
+    with pytest.raises(LandscapeError, match="one batch"):
+        Objective(model, x, y, "mse", batch_size=8).differentiable_value(point)
 
 
 def test_autoneb_relaxes_onto_the_valley():

@@ -18,14 +18,16 @@ from processes import two_processes
 
 from landscape.analysis import directions as dirs
 from landscape.analysis import evaluate_checkpoint, load_checkpoint_model
-from landscape.analysis.grid_evaluation import GridEvaluator, _first_affine_layer, recompute_batchnorm, split_batches
+from landscape.analysis.grid_evaluation import GridEvaluator
 from landscape.analysis.surface import SurfaceSpec, compute_surface, load_surface
 from landscape.cli.main import main
 from landscape.data import load_dataset
 from landscape.linalg.operators import HessianOperator
 from landscape.losses import evaluate
 from landscape.models import build_model
-from landscape.objective import Objective
+from landscape.errors import LandscapeError
+from landscape.objective import Objective, recompute_batchnorm, split_batches
+from landscape.objective_grid import ObjectiveGrid, first_affine_layer
 
 MLP = ["--samples", "300", "--set", "model.widths=[12]", "--batch-size", "50", "--epochs", "3",
        "--optimizer", "adam", "--lr", "0.01", "--device", "cpu", "-q", "--checkpoint-every", "6"]
@@ -181,9 +183,34 @@ def test_first_affine_layer_detection_refuses_custom_parameterised_modules():
         def forward(self, x):
             return self.lin(x * self.scale)
 
-    assert _first_affine_layer(Scaled(), torch.randn(2, 4)) is None
+    assert first_affine_layer(Scaled(), torch.randn(2, 4)) is None
     seq = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
-    assert _first_affine_layer(seq, torch.randn(2, 4)) == "1"
+    assert first_affine_layer(seq, torch.randn(2, 4)) == "1"
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_objective_grid_on_the_objectives_own_batches(loss):
+    """The grid of an Objective evaluates its batches: at the centre it is the objective's value, along a
+    direction the value at the moved point (to rounding: float64 sums of per-sample losses vs batch means)."""
+    ds = load_dataset("mnist1d", samples=64)
+    torch.manual_seed(0)
+    model = build_model("mlp", ds.input_shape, 10)
+    y = ds.y_train if loss == "cross_entropy" else torch.randn(ds.y_train.shape[0], 10)
+    obj = Objective(model, ds.x_train, y, loss, batch_size=20)
+    d = torch.randn(obj.dim, generator=torch.Generator().manual_seed(1)) * 0.1
+    grid = ObjectiveGrid(obj, [d])
+    assert grid.first is not None  # the first batch served to find the affine first layer
+    sums = grid.sums(torch.tensor([[0.0], [0.5]]))
+    assert sums.samples == obj.num_samples and (sums.correct is not None) == (loss == "cross_entropy")
+    for k, t in enumerate((0.0, 0.5)):
+        assert float(sums.loss[k]) / sums.samples == pytest.approx(obj.value(obj.point() + t * d), rel=1e-6)
+    outputs = list(grid.outputs(torch.tensor([[0.5]]), [x for x, _ in obj.batches]))
+    assert [o.shape for o in outputs] == [(1, b[0].shape[0], 10) for b in obj.batches]
+    bare = Objective.without_data(model, loss)
+    with pytest.raises(LandscapeError, match="no data of its own"):
+        bare.value()
+    assert torch.equal(ObjectiveGrid(bare, [d], sample_input=ds.x_train[:2]).sums(
+        torch.tensor([[0.5]]), obj.batches).loss, sums.loss[1:])
 
 
 # --- surfaces of runs ----------------------------------------------------------------------------------------
@@ -229,9 +256,8 @@ def test_batchnorm_recompute_mode(cnn_run):
     spec = SurfaceSpec(dims=1, directions="filter", xrange=(-1, 1), xnum=3, bn="recompute", splits=("train",))
     res = compute_surface(loaded, spec)
     ref = copy.deepcopy(loaded.model)
-    layers = [m for m in ref.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     ds = loaded.dataset
-    recompute_batchnorm(ref, layers, split_batches(ds.x_train, ds.y_train, 10**6))
+    recompute_batchnorm(ref, split_batches(ds.x_train, ds.y_train, 10**6))
     direct = evaluate(ref, ds.x_train, ds.y_train, loaded.loss)["loss"]
     assert abs(res["train_loss"][1] - direct) < 1e-5 * max(1, direct)
     assert abs(res["train_loss"][1] - evaluate_checkpoint(loaded).train_loss) > 1e-4  # stats did change
