@@ -7,16 +7,15 @@
 >>> result.save(loaded.run)          # RUN/analysis/<checkpoint>/hessian.h5; CurvatureResult.load(RUN)
 
 Kinds (``ANALYSES``): evaluation (``EvaluationSpec``), curvature (``CurvatureSpec``), sharpness
-(``SharpnessSpec``). The operators and estimators live in the core, :mod:`landscape.linalg`
-(``lanczos``, ``power_iteration``, ``hutchinson``, ``hutchpp``, ``control_variate_trace``,
-``estimate_trace``, ``exact_diagonal``, ``slq``), shared with the optimizers.
+(``SharpnessSpec``), surface (``SurfaceSpec``), connect (``ConnectSpec``); studies train runs first
+(:mod:`.study_spec`: ``StudySpec``; :mod:`.study`: ``run_study``). The operators and estimators live in
+the core, :mod:`landscape.linalg` (``lanczos``, ``power_iteration``, ``hutchinson``, ``hutchpp``,
+``control_variate_trace``, ``estimate_trace``, ``exact_diagonal``, ``slq``), shared with the optimizers.
 
-Modules: ``directions``, ``grid_evaluation`` and ``surface`` (loss slices and surfaces),
-``curves``, ``autoneb``, ``alignment`` and ``paths`` (mode connectivity), ``sharpness`` (the
-flatness measures), ``study`` (hyper-parameter studies)::
-
-    from landscape.analysis.surface import SurfaceSpec, compute_surface
-    from landscape.analysis.paths import ConnectSpec, connect
+Modules: ``directions``, ``surface_plane``, ``grid_evaluation``, ``surface_job`` and ``surface`` (loss
+slices and surfaces), ``curves``, ``autoneb``, ``alignment``, ``path_result`` and ``paths`` (mode
+connectivity), ``sharpness`` (the flatness measures) and ``sharpness_analysis``, ``study_spec`` and
+``study`` (hyper-parameter studies); figures in ``*_plots``.
 """
 
 from .contract import Choice, Result, SpecError
@@ -24,8 +23,12 @@ from .curvature import CurvatureResult, CurvatureSpec, run_curvature
 from .evaluation import EvaluationResult, EvaluationSpec, evaluate_checkpoint
 from .kinds import ANALYSES, run_analysis
 from .loading import LoadedCheckpoint, load_checkpoint_model, resolve_steps
+from .path_result import ConnectResult, ConnectSpec
+from .paths import connect
 from .sharpness_analysis import SharpnessResult, SharpnessSpec, run_sharpness
+from .surface import SurfaceResult, SurfaceSpec, compute_surface
 
-__all__ = ["ANALYSES", "Choice", "CurvatureResult", "CurvatureSpec", "EvaluationResult", "EvaluationSpec",
-           "LoadedCheckpoint", "Result", "SharpnessResult", "SharpnessSpec", "SpecError", "evaluate_checkpoint",
+__all__ = ["ANALYSES", "Choice", "ConnectResult", "ConnectSpec", "CurvatureResult", "CurvatureSpec",
+           "EvaluationResult", "EvaluationSpec", "LoadedCheckpoint", "Result", "SharpnessResult", "SharpnessSpec",
+           "SpecError", "SurfaceResult", "SurfaceSpec", "compute_surface", "connect", "evaluate_checkpoint",
            "load_checkpoint_model", "resolve_steps", "run_analysis", "run_curvature", "run_sharpness"]

@@ -67,6 +67,8 @@ class Choice(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    __hash__ = str.__hash__  # a choice and its value are the same dict key
+
     @classmethod
     def names(cls) -> list[str]:
         return [c.value for c in cls]
@@ -193,6 +195,7 @@ class Result:
 
     kind: ClassVar[str]
     merge: ClassVar[bool] = False
+    stored_by_run: ClassVar[bool] = False  # True: the run function stores it itself (resumable computations)
     checkpoint: int
     attrs: dict[str, Any]  # how it was computed (samples, seed, ...): the stored file's options
 

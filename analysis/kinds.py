@@ -16,14 +16,17 @@ from .contract import Progress, Result
 from .curvature import CurvatureResult, CurvatureSpec, run_curvature
 from .evaluation import EvaluationResult, EvaluationSpec, evaluate_checkpoint
 from .loading import LoadedCheckpoint, load_checkpoint_model
+from .path_result import ConnectResult, ConnectSpec
+from .paths import connect
 from .sharpness_analysis import SharpnessResult, SharpnessSpec, run_sharpness
+from .surface import SurfaceResult, SurfaceSpec, compute_surface
 
 
 @dataclass(frozen=True)
 class AnalysisKind:
     name: str
     spec: type
-    result: type[Result]
+    result: type
     run: Callable[[LoadedCheckpoint, Any, Progress | None], Result]
     summary: str
 
@@ -35,6 +38,10 @@ ANALYSES: dict[str, AnalysisKind] = {kind.name: kind for kind in (
                  "eigenvalues, trace, tr(H^2), diagonal, spectral density of the Hessian, GGN or Fisher"),
     AnalysisKind("sharpness", SharpnessSpec, SharpnessResult, run_sharpness,
                  "flatness and sharpness measures with the generalization gap"),
+    AnalysisKind("surface", SurfaceSpec, SurfaceResult, compute_surface,
+                 "1-D loss slices and 2-D loss surfaces (resumable, loss-landscape's file layout)"),
+    AnalysisKind("connect", ConnectSpec, ConnectResult, connect,
+                 "mode connectivity: linear path, Bezier/PolyChain curves, AutoNEB, barriers, ensembles"),
 )}
 
 

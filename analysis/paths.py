@@ -6,23 +6,18 @@ through both minima and the bend, and permutation alignment before interpolating
 
     loaded = load_checkpoint_model("runs/mlp-s0")
     result = connect(loaded, ConnectSpec(other="runs/mlp-s1", curve="bezier"))
-    result["linear"]["barrier"]["train_loss"], result["fitted"]["barrier"]["train_loss"]
+    result.linear.barrier["train_loss"], result.fitted.barrier["train_loss"]
 
-Barriers of a path w(t), t in [0, 1], for a metric L (train/test loss, train/test error):
-
-- ``barrier``        = max_t L(t) - ((1 - t) L(0) + t L(1))   (Frankle et al. 2020);
-- ``barrier_midpoint`` = max_t L(t) - (L(0) + L(1)) / 2       (Ainsworth et al. 2023, git re-basin).
-
-BatchNorm: with ``bn="recompute"`` (the default for BatchNorm models, as Garipov et al.'s
-``update_bn``) the statistics are re-estimated from the training data at every evaluated point;
-``bn="eval"`` interpolates the two checkpoints' running statistics along the linear path.
+Barriers: :mod:`.path_result`. BatchNorm: with ``bn="recompute"`` (the default for BatchNorm models,
+as Garipov et al.'s ``update_bn``) the statistics are re-estimated from the training data at every
+evaluated point; ``bn="eval"`` interpolates the two checkpoints' running statistics along the linear path.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,76 +27,19 @@ import torch
 from landscape import distributed
 from landscape.errors import LandscapeError
 from landscape.models import has_batchnorm
-from landscape.results import result_path, save_result
+from landscape.params import ParamLayout
+from landscape.results import result_path
 
 from . import directions as dirs
 from .alignment import weight_matching
-from .autoneb import NEBOptions, autoneb
-from .curves import CurveTraining, curve_coordinates, train_bend
+from .autoneb import autoneb
+from .contract import Progress
+from .curves import curve_coordinates, train_bend
 from .grid_evaluation import GridEvaluator, split_batches
 from .loading import LoadedCheckpoint
-from .surface import Plane, SurfaceSpec, other_checkpoint, compute_surface
-
-CONNECT_CURVES = ("linear", "bezier", "polychain", "autoneb")
-METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
-
-
-@dataclass
-class ConnectSpec:
-    other: str
-    curve: str = "linear"
-    points: int = 41
-    align: bool = False
-    bn: str | None = None                 # eval | recompute; default: recompute for BatchNorm models
-    training: CurveTraining = field(default_factory=CurveTraining)
-    neb: NEBOptions = field(default_factory=NEBOptions)
-    ensemble_points: int = 10             # points of the curve averaged in the ensemble (0: none)
-    plane_grid: int = 0                   # > 0: loss on the plane through w0, w1 and the bend
-    batch_size: int = 1000
-    name: str | None = None
-
-    def validate(self) -> None:
-        if self.curve not in CONNECT_CURVES:
-            raise LandscapeError(f"--curve must be one of {', '.join(CONNECT_CURVES)}, got {self.curve!r}")
-        if self.points < 3:
-            raise LandscapeError(f"--points must be >= 3, got {self.points}")
-        if self.bn not in (None, "eval", "recompute"):
-            raise LandscapeError(f"--bn must be eval or recompute, got {self.bn!r}")
-        if self.ensemble_points < 0 or self.plane_grid < 0 or self.plane_grid == 1:
-            raise LandscapeError("--ensemble-points must be >= 0 and --plane-grid 0 or >= 2")
-        if self.batch_size < 1:
-            raise LandscapeError("batch size must be positive")
-        self.training.validate()
-        self.neb.validate()
-
-    @property
-    def result_name(self) -> str:
-        if self.name:
-            return self.name
-        other = Path(self.other.rstrip("/")).name.removesuffix(".h5") or "other"
-        return f"path-{self.curve}{'-aligned' if self.align else ''}-{other}"
-
-
-def barriers(t: np.ndarray, values: np.ndarray) -> dict[str, float]:
-    """Both barrier definitions of the module docstring over the points with t in [0, 1]."""
-    t = np.asarray(t, dtype=float)
-    values = np.asarray(values, dtype=float)
-    inside = (t >= -1e-12) & (t <= 1 + 1e-12)
-    t, v = t[inside], values[inside]
-    v0, v1 = v[np.argmin(np.abs(t))], v[np.argmin(np.abs(t - 1))]
-    return {"barrier": float(np.max(v - ((1 - t) * v0 + t * v1))),
-            "barrier_midpoint": float(np.max(v) - 0.5 * (v0 + v1)),
-            "max": float(np.max(v)), "argmax_t": float(t[int(np.argmax(v))])}
-
-
-def _path_barriers(t, metrics: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    out = {}
-    for key, values in metrics.items():
-        if key.endswith("_acc"):
-            out[key.replace("_acc", "_error")] = barriers(t, 1.0 - values)
-        else:
-            out[key] = barriers(t, values)
-    return out
+from .path_result import ConnectPath, ConnectResult, ConnectSpec, Curve, path_barriers
+from .surface import SurfaceSpec, compute_surface
+from .surface_plane import Plane, other_checkpoint
 
 
 class _Evaluator:
@@ -149,15 +87,23 @@ class _Evaluator:
         return distributed.all_reduce_sum(probs * weight) / coords.shape[0]
 
 
-def connect(loaded: LoadedCheckpoint, spec: ConnectSpec,
-            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Connect the loaded checkpoint to ``spec.other``; stores and returns the result (see module doc)."""
-    spec.validate()
-    t_start = time.perf_counter()
-    say = progress or (lambda message: None)
+@dataclass
+class Endpoints:
+    """The two minima as flat vectors (w1 permuted onto w0 when aligned), the buffer difference the
+    linear path carries in ``bn="eval"`` mode, and the BatchNorm mode."""
+
+    layout: ParamLayout
+    w0: torch.Tensor
+    w1: torch.Tensor
+    buffer_delta: dict[str, torch.Tensor]
+    permutations: dict[str, Any] | None
+    bn: str
+
+
+def endpoints(loaded: LoadedCheckpoint, spec: ConnectSpec) -> Endpoints:
     model = loaded.model
     layout, w0 = dirs.flat_parameters(model)
-    other = other_checkpoint(loaded.run, spec.other)
+    other = other_checkpoint(loaded.run, spec.other, ("ConnectSpec", "other"))
     params_b = dict(other.params)
     for name, shape in zip(layout.names, layout.shapes):
         if name not in params_b or tuple(params_b[name].shape) != tuple(shape):
@@ -168,77 +114,103 @@ def connect(loaded: LoadedCheckpoint, spec: ConnectSpec,
         params_b, permutations = weight_matching(model, {n: t.cpu() for n, t in params_a.items()},
                                                  {n: params_b[n] for n in layout.names}, seed=0)
     w1 = layout.flatten({n: params_b[n].to(w0) for n in layout.names})
-    if bool(torch.equal(w0, w1)) and spec.curve != "linear":
+    if bool(torch.equal(w0, w1)) and spec.curve != Curve.LINEAR:
         raise LandscapeError("the two checkpoints are identical: there is no path to fit between them")
-    bn = spec.bn or ("recompute" if has_batchnorm(model) else "eval")
+    bn = spec.bn.value if spec.bn else ("recompute" if has_batchnorm(model) else "eval")
     own_buffers = dict(model.named_buffers())
     buffer_delta = {n: b.to(own_buffers[n]) - own_buffers[n] for n, b in other.buffers.items()
                     if n in own_buffers and own_buffers[n].is_floating_point() and not spec.align}
-    ev = _Evaluator(loaded, layout, bn, spec.batch_size)
+    return Endpoints(layout, w0, w1, buffer_delta, permutations, bn)
+
+
+def connect(loaded: LoadedCheckpoint, spec: ConnectSpec, progress: Progress | None = None) -> ConnectResult:
+    """Connect the loaded checkpoint to ``spec.other``; stores (rank 0) and returns the result."""
+    spec.validate()
+    t_start = time.perf_counter()
+    say = (lambda message: progress(0, None, message)) if progress is not None else (lambda message: None)
+    ends = endpoints(loaded, spec)
+    ev = _Evaluator(loaded, ends.layout, ends.bn, spec.batch_size)
     t = np.linspace(0.0, 1.0, spec.points)
-    result: dict[str, Any] = {"other": spec.other, "kind": spec.curve, "bn": bn, "aligned": spec.align,
-                              "distance": float((w1 - w0).norm())}
-    if permutations is not None:
-        result["permutations"] = permutations
-    state = None  # the resumable state file of the bend training or AutoNEB
     say("linear path")
-    linear_ev = ev.evaluator(w0, [w1 - w0], [buffer_delta] if buffer_delta else None)
-    linear = ev.metrics(linear_ev, t[:, None])
-    result["linear"] = {"t": t, **linear, "barrier": _path_barriers(t, linear)}
-    ends = [ev.probabilities(linear_ev, np.array([[0.0]])), ev.probabilities(linear_ev, np.array([[1.0]]))]
-    result["ensemble"] = {"endpoint_0_test_acc": ev.accuracy(ends[0]), "endpoint_1_test_acc": ev.accuracy(ends[1]),
-                          "endpoints_test_acc": ev.accuracy(0.5 * (ends[0] + ends[1]))}
-    if spec.curve in ("bezier", "polychain"):
-        state = result_path(loaded.run, loaded.step, spec.result_name).with_suffix(".training.h5")
-        ds = loaded.dataset
-
-        def epoch_done(epoch, total, value):
-            say(f"bend training: epoch {epoch}/{total}, mean loss along the curve {value:.4g}")
-
-        theta, history = train_bend(model, loaded.loss, layout, w0, w1, spec.curve, ds.x_train, ds.y_train,
-                                    spec.training, state_path=state, progress=epoch_done)
-        say("curve evaluation")
-        curve_ev = ev.evaluator(w0, [theta - w0, w1 - w0])
-        curve = ev.metrics(curve_ev, curve_coordinates(spec.curve, t))
-        result["fitted"] = {"t": t, **curve, "barrier": _path_barriers(t, curve), "training_loss": history,
-                           "bend": theta.cpu().numpy()}
-        if spec.ensemble_points:
-            ts = (np.arange(spec.ensemble_points) + 0.5) / spec.ensemble_points
-            probs = ev.probabilities(curve_ev, curve_coordinates(spec.curve, ts))
-            result["ensemble"]["curve_test_acc"] = ev.accuracy(probs)
-            result["ensemble"]["curve_points"] = spec.ensemble_points
-        if spec.plane_grid:
-            say("plane through the two minima and the bend")
-            result["plane"] = _plane(loaded, spec, layout, w0, w1, theta, bn)
-    elif spec.curve == "autoneb":
-        say("AutoNEB")
-        ds = loaded.dataset
-        state = result_path(loaded.run, loaded.step, spec.result_name).with_suffix(".autoneb.h5")
-        neb = autoneb(model, loaded.loss, layout, w0, w1, ds.x_train, ds.y_train, spec.neb, state_path=state,
-                      progress=lambda c, total, n: say(f"AutoNEB: cycle {c}/{total}, {n} pivots"))
-        pivots = neb["pivots"]
-        lengths = (pivots[1:] - pivots[:-1]).norm(dim=1).double().cpu().numpy()
-        cumulative = np.concatenate([[0.0], np.cumsum(lengths)]) / max(lengths.sum(), 1e-30)
-        per_segment = max(2, math.ceil(spec.points / (len(pivots) - 1)))
-        ts, parts = [], []
-        for i in range(len(pivots) - 1):
-            local = np.linspace(0.0, 1.0, per_segment + 1)[:-1] if i < len(pivots) - 2 else np.linspace(0, 1, per_segment + 1)
-            seg = ev.metrics(ev.evaluator(pivots[i], [pivots[i + 1] - pivots[i]]), local[:, None])
-            parts.append(seg)
-            ts.append(cumulative[i] + local * (cumulative[i + 1] - cumulative[i]))
-        tt = np.concatenate(ts)
-        curve = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        result["fitted"] = {"t": tt, **curve, "barrier": _path_barriers(tt, curve), "pivots": len(pivots),
-                           "pivot_t": cumulative, "history": neb["history"], "length": float(lengths.sum())}
-        result["saddle_train_loss"] = float(np.max(curve["train_loss"]))
-    result["seconds"] = time.perf_counter() - t_start
-    options = {k: v for k, v in asdict(spec).items() if k != "name"}
+    linear, ensemble = _linear_path(ev, ends, t)
+    result = ConnectResult(checkpoint=loaded.step, other=spec.other, curve=spec.curve, bn=ends.bn,
+                           aligned=spec.align, distance=float((ends.w1 - ends.w0).norm()), linear=linear,
+                           ensemble=ensemble, permutations=ends.permutations, result_name=spec.result_name,
+                           path=result_path(loaded.run, loaded.step, spec.result_name),
+                           attrs={k: v for k, v in asdict(spec).items() if k != "name"})
+    state = None  # the resumable state file of the bend training or AutoNEB
+    if spec.curve in (Curve.BEZIER, Curve.POLYCHAIN):
+        state = result.path.with_suffix(".training.h5")
+        _fit_bend(loaded, spec, ev, ends, t, state, say, result)
+    elif spec.curve == Curve.AUTONEB:
+        state = result.path.with_suffix(".autoneb.h5")
+        _fit_autoneb(loaded, spec, ev, ends, state, say, result)
+    result.seconds = time.perf_counter() - t_start
     if distributed.is_main():
-        save_result(loaded.run, loaded.step, spec.result_name, result, **options)
+        result.save(loaded.run)
         if state is not None:  # only once the result is stored: a kill before keeps the training
             state.unlink(missing_ok=True)
-    result["path"] = str(result_path(loaded.run, loaded.step, spec.result_name))
     return result
+
+
+def _linear_path(ev: "_Evaluator", ends: Endpoints, t: np.ndarray) -> tuple[ConnectPath, dict[str, float]]:
+    """The straight segment w0 + t (w1 - w0) and the test accuracy of the endpoints and their ensemble."""
+    linear_ev = ev.evaluator(ends.w0, [ends.w1 - ends.w0], [ends.buffer_delta] if ends.buffer_delta else None)
+    metrics = ev.metrics(linear_ev, t[:, None])
+    probs = [ev.probabilities(linear_ev, np.array([[0.0]])), ev.probabilities(linear_ev, np.array([[1.0]]))]
+    ensemble = {"endpoint_0_test_acc": ev.accuracy(probs[0]), "endpoint_1_test_acc": ev.accuracy(probs[1]),
+                "endpoints_test_acc": ev.accuracy(0.5 * (probs[0] + probs[1]))}
+    return ConnectPath(t=t, **metrics, barrier=path_barriers(t, metrics)), ensemble
+
+
+def _fit_bend(loaded: LoadedCheckpoint, spec: ConnectSpec, ev: "_Evaluator", ends: Endpoints, t: np.ndarray,
+              state: Path, say: Callable[[str], None], result: ConnectResult) -> None:
+    """Bezier / PolyChain: train the bend, evaluate the curve, its ensemble and (optionally) the plane."""
+    ds = loaded.dataset
+
+    def epoch_done(epoch, total, value):
+        say(f"bend training: epoch {epoch}/{total}, mean loss along the curve {value:.4g}")
+
+    theta, history = train_bend(loaded.model, loaded.loss, ends.layout, ends.w0, ends.w1, spec.curve.value,
+                                ds.x_train, ds.y_train, spec.training, state_path=state, progress=epoch_done)
+    say("curve evaluation")
+    curve_ev = ev.evaluator(ends.w0, [theta - ends.w0, ends.w1 - ends.w0])
+    curve = ev.metrics(curve_ev, curve_coordinates(spec.curve.value, t))
+    result.fitted = ConnectPath(t=t, **curve, barrier=path_barriers(t, curve), training_loss=history,
+                                bend=theta.cpu().numpy())
+    if spec.ensemble_points:
+        ts = (np.arange(spec.ensemble_points) + 0.5) / spec.ensemble_points
+        probs = ev.probabilities(curve_ev, curve_coordinates(spec.curve.value, ts))
+        result.ensemble["curve_test_acc"] = ev.accuracy(probs)
+        result.ensemble["curve_points"] = spec.ensemble_points
+    if spec.plane_grid:
+        say("plane through the two minima and the bend")
+        result.plane = _plane(loaded, spec, ends.layout, ends.w0, ends.w1, theta, ends.bn)
+
+
+def _fit_autoneb(loaded: LoadedCheckpoint, spec: ConnectSpec, ev: "_Evaluator", ends: Endpoints, state: Path,
+                 say: Callable[[str], None], result: ConnectResult) -> None:
+    """AutoNEB: relax the chain, then evaluate its segments at about ``spec.points`` points in all,
+    t proportional to the distance along the chain."""
+    say("AutoNEB")
+    ds = loaded.dataset
+    neb = autoneb(loaded.model, loaded.loss, ends.layout, ends.w0, ends.w1, ds.x_train, ds.y_train, spec.neb,
+                  state_path=state, progress=lambda c, total, n: say(f"AutoNEB: cycle {c}/{total}, {n} pivots"))
+    pivots = neb["pivots"]
+    lengths = (pivots[1:] - pivots[:-1]).norm(dim=1).double().cpu().numpy()
+    cumulative = np.concatenate([[0.0], np.cumsum(lengths)]) / max(lengths.sum(), 1e-30)
+    per_segment = max(2, math.ceil(spec.points / (len(pivots) - 1)))
+    ts, parts = [], []
+    for i in range(len(pivots) - 1):
+        last = i == len(pivots) - 2
+        local = np.linspace(0.0, 1.0, per_segment + 1) if last else np.linspace(0.0, 1.0, per_segment + 1)[:-1]
+        parts.append(ev.metrics(ev.evaluator(pivots[i], [pivots[i + 1] - pivots[i]]), local[:, None]))
+        ts.append(cumulative[i] + local * (cumulative[i + 1] - cumulative[i]))
+    tt = np.concatenate(ts)
+    curve = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    result.fitted = ConnectPath(t=tt, **curve, barrier=path_barriers(tt, curve), pivots=len(pivots),
+                                pivot_t=cumulative, history=neb["history"], length=float(lengths.sum()))
+    result.saddle_train_loss = float(np.max(curve["train_loss"]))
 
 
 def _plane(loaded: LoadedCheckpoint, spec: ConnectSpec, layout, w0, w1, theta, bn: str) -> dict[str, Any]:
@@ -261,5 +233,5 @@ def _plane(loaded: LoadedCheckpoint, spec: ConnectSpec, layout, w0, w1, theta, b
     t = np.linspace(0, 1, 101)
     coords = curve_coordinates(spec.curve, t)  # in (theta - w0, w1 - w0)
     curve_xy = np.stack([coords[:, 0] * bend[0] + coords[:, 1] * length, coords[:, 0] * bend[1]], 1)
-    return {"surface": surface["path"], "w0": [0.0, 0.0], "w1": [length, 0.0], "bend": list(bend),
+    return {"surface": str(surface.path), "w0": [0.0, 0.0], "w1": [length, 0.0], "bend": list(bend),
             "curve_xy": curve_xy}

@@ -165,7 +165,7 @@ def batch_interpolation(out: Path, vary: Mapping[str, list[Any]], rows: list[dic
     loaded = load_checkpoint_model(out / "runs" / small["run"])
     result = compute_surface(loaded, SurfaceSpec(dims=1, between=str(out / "runs" / large["run"]), xnum=41,
                                                  name=f"surface-1d-batch-{small[key]}-to-{large[key]}"))
-    return result["path"]
+    return str(result.path)
 
 
 def study_table(out: Path, vary: Mapping[str, list[Any]]) -> list[dict[str, Any]]:

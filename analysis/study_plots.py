@@ -14,6 +14,7 @@ from landscape.errors import LandscapeError
 from landscape.plotting import pyplot, save_figure
 
 from .study import StudyResult
+from .surface import SurfaceResult
 
 BATCH, LR = "training.batch_size", "optimizer.lr"
 
@@ -56,18 +57,16 @@ def plot_study(study: StudyResult, path: str | Path) -> Path:
                        title=f"Kendall tau {tau:+.2f}" if tau is not None else "")
             ax.grid(alpha=0.3)
     if study.interpolation:
-        from .surface import load_surface
-
-        line = load_surface(study.interpolation)
+        line = SurfaceResult.load(study.interpolation)
         ax = axes[-1, 0]
-        x = line["xcoordinates"]
+        x = line.xcoordinates
         for split, style in (("train", "-"), ("test", "--")):
-            ax.plot(x, line[f"{split}_loss"], "b" + style, label=f"{split} loss")
+            ax.plot(x, line.metric(f"{split}_loss"), "b" + style, label=f"{split} loss")
         ax.set(xlabel="t (0: smallest batch, 1: largest batch)", ylabel="loss", title="small- to large-batch line")
-        if "train_acc" in line:
+        if line.train_acc is not None:
             twin = ax.twinx()
             for split, style in (("train", "-"), ("test", "--")):
-                twin.plot(x, 100 * np.asarray(line[f"{split}_acc"]), "r" + style, label=f"{split} accuracy")
+                twin.plot(x, 100 * np.asarray(line.metric(f"{split}_acc")), "r" + style, label=f"{split} accuracy")
             twin.set_ylabel("accuracy (%)", color="r")
         ax.legend(fontsize=7, loc="upper left")
         for extra in axes[-1, 1:]:

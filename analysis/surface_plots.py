@@ -10,7 +10,6 @@ z = ln(loss + 0.1) as loss-landscape's ``h52vtp.py --log`` does.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -19,14 +18,14 @@ from landscape.errors import LandscapeError
 from landscape.plotting import pyplot, save_figure
 from landscape.runs import Run
 
+from .surface import SurfaceResult
+
 KINDS_2D = ("contour", "surface", "heatmap", "surface3d", "trajectory")
 KINDS = ("slice", *KINDS_2D)
 
 
 def find_surface(run: Run, step: int, dims: int, name: str | None = None) -> Path:
     """The surface file ``name`` of checkpoint ``step``, or its most recent ``dims``-D surface."""
-    from .surface import load_surface
-
     folder = run.analysis_dir / f"{int(step):08d}"
     if name:
         path = folder / (name if name.endswith(".h5") else f"{name}.h5")
@@ -36,7 +35,7 @@ def find_surface(run: Run, step: int, dims: int, name: str | None = None) -> Pat
     candidates = sorted(folder.glob("surface-*.h5"), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in candidates:
         try:
-            if load_surface(path)["dims"] == dims:
+            if SurfaceResult.load(path).dims == dims:
                 return path
         except LandscapeError:
             continue
@@ -52,58 +51,57 @@ def _levels(z: np.ndarray, n: int = 20) -> np.ndarray:
     return np.linspace(lo, hi, n)
 
 
-def _title(surface: dict[str, Any], metric: str) -> str:
-    opts = surface["options"]
-    kind = "between two checkpoints" if opts.get("between") and surface["dims"] == 1 else f"{opts['directions']} directions"
-    return f"{metric.replace('_', ' ')}, checkpoint {surface['checkpoint']}, {kind}"
+def _title(surface: SurfaceResult, metric: str) -> str:
+    opts = surface.options
+    kind = "between two checkpoints" if opts.get("between") and surface.dims == 1 else f"{opts['directions']} directions"
+    return f"{metric.replace('_', ' ')}, checkpoint {surface.checkpoint}, {kind}"
 
 
-def _axis_labels(surface: dict[str, Any]) -> tuple[str, str]:
-    info = surface.get("info", {})
+def _axis_labels(surface: SurfaceResult) -> tuple[str, str]:
+    info = surface.info
     if "explained_variance_ratio_" in info:
         r = info["explained_variance_ratio_"]
         return f"1st PC: {100 * r[0]:.2f} %", (f"2nd PC: {100 * r[1]:.2f} %" if len(r) > 1 else "y")
     if "eigenvalues" in info:
         ev = info["eigenvalues"]
         return f"eigenvector 1 ({ev[0]:.4g})", (f"eigenvector 2 ({ev[1]:.4g})" if len(ev) > 1 else "y")
-    if surface["options"].get("between"):
+    if surface.options.get("between"):
         return "t (0: this checkpoint, 1: the other)", "y"
     return "x", "y"
 
 
-def plot_surface(surface: dict[str, Any], kind: str, path: str | Path, metric: str = "train_loss") -> Path:
-    """Draw a stored surface (the dict of :func:`landscape.analysis.surface.load_surface`)."""
+def plot_surface(surface: SurfaceResult, kind: str, path: str | Path, metric: str = "train_loss") -> Path:
+    """Draw a stored surface (:meth:`SurfaceResult.load`)."""
     if kind not in KINDS:
         raise LandscapeError(f"unknown surface figure {kind!r}; choose one of {', '.join(KINDS)}")
-    if metric not in surface:
-        have = [k for k in ("train_loss", "train_acc", "test_loss", "test_acc") if k in surface]
-        raise LandscapeError(f"the surface has no {metric}; it has {', '.join(have)}")
+    if metric not in surface.metrics():
+        raise LandscapeError(f"the surface has no {metric}; it has {', '.join(surface.metrics())}")
     plt = pyplot()
-    x = surface["xcoordinates"]
+    x = surface.xcoordinates
     xlabel, ylabel = _axis_labels(surface)
     if kind == "slice":
-        if surface["dims"] != 1:
+        if surface.dims != 1:
             raise LandscapeError("--kind slice draws 1-D slices; this surface is 2-D (use contour, surface, ...)")
         fig, ax = plt.subplots(figsize=(6, 4))
         for split, style in (("train", "-"), ("test", "--")):
-            if f"{split}_loss" in surface:
-                ax.plot(x, surface[f"{split}_loss"], "b" + style, label=f"{split} loss")
+            if f"{split}_loss" in surface.metrics():
+                ax.plot(x, surface.metric(f"{split}_loss"), "b" + style, label=f"{split} loss")
         ax.set(xlabel=xlabel, ylabel="loss", title=_title(surface, "loss"))
-        if "train_acc" in surface or "test_acc" in surface:
+        if "train_acc" in surface.metrics() or "test_acc" in surface.metrics():
             ax2 = ax.twinx()
             for split, style in (("train", "-"), ("test", "--")):
-                if f"{split}_acc" in surface:
-                    ax2.plot(x, 100 * surface[f"{split}_acc"], "r" + style, label=f"{split} accuracy")
+                if f"{split}_acc" in surface.metrics():
+                    ax2.plot(x, 100 * surface.metric(f"{split}_acc"), "r" + style, label=f"{split} accuracy")
             ax2.set_ylabel("accuracy (%)", color="r")
             lines = ax.get_lines() + ax2.get_lines()
             ax.legend(lines, [ln.get_label() for ln in lines], loc="upper center", fontsize=8)
         else:
             ax.legend(fontsize=8)
         return save_figure(fig, path)
-    if surface["dims"] != 2:
+    if surface.dims != 2:
         raise LandscapeError(f"--kind {kind} needs a 2-D surface; this one is 1-D (use --kind slice)")
-    y = surface["ycoordinates"]
-    z = np.asarray(surface[metric], dtype=float)
+    y = surface.ycoordinates
+    z = np.asarray(surface.metric(metric), dtype=float)
     X, Y = np.meshgrid(x, y, indexing="ij")  # z[i, j] = f(x_i, y_j)
     log = metric.endswith("loss")
     if kind == "surface3d":
@@ -131,12 +129,12 @@ def plot_surface(surface: dict[str, Any], kind: str, path: str | Path, metric: s
         cs = ax.contour(X, Y, z, levels=_levels(z), cmap="summer")
         ax.clabel(cs, cs.levels[::2], fontsize=6, fmt="%.3g")
     if kind == "trajectory":
-        if "proj_xcoord" not in surface:
+        if surface.proj_xcoord is None:
             raise LandscapeError("this surface has no trajectory projection (the run had fewer than two "
                                  "checkpoints up to this one)")
-        px, py = surface["proj_xcoord"], surface["proj_ycoord"]
+        px, py = surface.proj_xcoord, surface.proj_ycoord
         ax.plot(px, py, "r-o", markersize=3, linewidth=1, label="checkpoints")
-        steps = surface.get("proj_steps")
+        steps = surface.proj_steps
         if steps is not None and len(steps):
             ax.annotate(str(int(steps[0])), (px[0], py[0]), fontsize=7)
             ax.annotate(str(int(steps[-1])), (px[-1], py[-1]), fontsize=7)
@@ -146,15 +144,15 @@ def plot_surface(surface: dict[str, Any], kind: str, path: str | Path, metric: s
     return save_figure(fig, path)
 
 
-def write_vtp(surface: dict[str, Any], path: str | Path, metric: str = "train_loss", log: bool = False) -> Path:
+def write_vtp(surface: SurfaceResult, path: str | Path, metric: str = "train_loss", log: bool = False) -> Path:
     """The 2-D surface as ASCII VTK PolyData: one point per grid node (x, y, z), z = the metric (or
     ln(metric + 0.1) with ``log``), quads between neighbours, the metric as point data."""
-    if surface["dims"] != 2:
+    if surface.dims != 2:
         raise LandscapeError("--format vtp needs a 2-D surface")
-    if metric not in surface:
+    if metric not in surface.metrics():
         raise LandscapeError(f"the surface has no {metric}")
-    x, y = surface["xcoordinates"], surface["ycoordinates"]
-    z = np.asarray(surface[metric], dtype=float)
+    x, y = surface.xcoordinates, surface.ycoordinates
+    z = np.asarray(surface.metric(metric), dtype=float)
     height = np.log(z + 0.1) if log else z
     nx, ny = z.shape
     X, Y = np.meshgrid(x, y, indexing="ij")

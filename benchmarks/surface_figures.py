@@ -52,15 +52,15 @@ def main() -> None:
         surfaces[label] = compute_surface(loaded, SurfaceSpec(dims=2, directions="filter", xrange=(-1, 1),
                                                               xnum=args.grid))
         print(f"{label}: train loss {ev.train_loss:.4f}, test acc {100 * ev.test_acc:.1f}%, surface "
-              f"{surfaces[label]['computed_points']} points in {surfaces[label]['seconds']:.1f} s", flush=True)
+              f"{surfaces[label].computed_points} points in {surfaces[label].seconds:.1f} s", flush=True)
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-    lo = min(float(np.nanmin(s["train_loss"])) for s in surfaces.values())
-    hi = max(float(np.nanmax(s["train_loss"])) for s in surfaces.values())
+    lo = min(float(np.nanmin(s.train_loss)) for s in surfaces.values())
+    hi = max(float(np.nanmax(s.train_loss)) for s in surfaces.values())
     levels = np.geomspace(max(lo, 1e-4), hi, 25)
     for ax, (label, s) in zip(axes, surfaces.items()):
-        X, Y = np.meshgrid(s["xcoordinates"], s["ycoordinates"], indexing="ij")
-        cs = ax.contour(X, Y, s["train_loss"], levels=levels, cmap="viridis", norm=_log_norm(levels))
+        X, Y = np.meshgrid(s.xcoordinates, s.ycoordinates, indexing="ij")
+        cs = ax.contour(X, Y, s.train_loss, levels=levels, cmap="viridis", norm=_log_norm(levels))
         ax.clabel(cs, cs.levels[::3], fontsize=6, fmt="%.2g")
         ax.set(title=f"MNIST-1D MLP, Adam, {label}", xlabel="x (filter-normalized)", ylabel="y")
     save_figure(fig, out / "surface_small_vs_large_batch.png")
@@ -69,8 +69,8 @@ def main() -> None:
     plot_surface(line, "slice", out / "slice_small_to_large_batch.png")
     pca = compute_surface(load_checkpoint_model(small), SurfaceSpec(dims=2, directions="pca", xnum=args.grid))
     plot_surface(pca, "trajectory", out / "surface_pca_trajectory.png")
-    print(f"1-D slice: train loss at t=0 {line['train_loss'][20]:.4f}, t=1 {line['train_loss'][60]:.4f}, "
-          f"max between {float(np.max(line['train_loss'][20:61])):.4f}")
+    print(f"1-D slice: train loss at t=0 {line.train_loss[20]:.4f}, t=1 {line.train_loss[60]:.4f}, "
+          f"max between {float(np.max(line.train_loss[20:61])):.4f}")
 
 
 def _log_norm(levels):

@@ -8,7 +8,7 @@ belongs to no requested kind is an error, and so are two kinds at once; the libr
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -16,43 +16,19 @@ from click.core import ParameterSource
 from landscape import distributed
 from landscape.analysis import load_checkpoint_model, resolve_steps
 from landscape.analysis.contract import SpecError
-from landscape.analysis.curvature import Backend, Curvature, CurvatureSpec, FisherType, Precision, ProductMethod
-from landscape.analysis.evaluation import EvaluationSpec
-from landscape.analysis.kinds import ANALYSES
-from landscape.analysis.sharpness_analysis import SharpnessSpec
+from landscape.analysis.curvature import Backend, Curvature, FisherType, Precision, ProductMethod
+from landscape.analysis.directions import NORMS
+from landscape.analysis.path_result import Curve
+from landscape.analysis.surface import BatchNormMode, Directions
 from landscape.errors import LandscapeError
 from landscape.runs import Run
 
-from .analyze_legacy import connect_spec, run_connect, run_surface, surface_spec
+from .analyze_specs import KINDS, parse_samples
 from .common import echo_err, print_checkpoints_json, stderr_is_tty
 from .progress import progress_display
 
 COMMON_FLAGS = ("run_dir", "checkpoint", "samples", "seed", "device", "as_json", "batch_size")
-KIND_FLAGS: dict[str, tuple[str, ...]] = {
-    "evaluation": (),
-    "curvature": ("curvature", "fisher_type", "top_k", "bottom_k", "trace", "frobenius", "diag", "density",
-                  "per_layer", "precision", "product_method", "compile_products", "tol", "trace_rtol",
-                  "density_runs", "density_steps", "backend"),
-    "surface": ("slice_dims", "directions", "norm", "keep_biasbn", "grid", "xrange", "y_range", "y_grid", "between",
-                "bn", "metrics", "name", "chunk_points", "bf16", "save_every"),
-    "sharpness": ("sharpness_names", "sharpness_eps", "sharpness_rho", "sharpness_m"),
-    "connect": ("connect_to", "curve", "align", "points", "curve_epochs", "curve_optimizer", "curve_lr",
-                "curve_batch_size", "ensemble_points", "plane_grid", "neb_cycles", "neb_steps", "neb_lr", "bn",
-                "name"),
-}
 TRIGGERS = {"surface": "slice_dims", "connect": "connect_to", "sharpness": "sharpness_names"}
-
-
-def parse_samples(value: str | None) -> int | None:
-    if value is None or value.strip().lower() == "all":
-        return None
-    try:
-        n = int(value)
-    except ValueError:
-        raise LandscapeError(f"--samples must be a positive integer or 'all', got {value!r}") from None
-    if n <= 0:
-        raise LandscapeError(f"--samples must be positive, got {n}")
-    return n
 
 
 def flag(param: str) -> str:
@@ -66,51 +42,18 @@ def flag(param: str) -> str:
 def requested_kind(given: set[str]) -> str:
     """The one analysis kind the given flags ask for (evaluation when they ask for none)."""
     kinds = [kind for kind, trigger in TRIGGERS.items() if trigger in given]
-    if given & set(KIND_FLAGS["curvature"]) and not kinds:
+    if given & set(KINDS["curvature"].flags) and not kinds:
         kinds.append("curvature")
     if len(kinds) > 1:
         raise LandscapeError(f"{' and '.join(flag(TRIGGERS[k]) for k in kinds)} are two analyses ({', '.join(kinds)});"
                              " run them as separate commands")
     kind = kinds[0] if kinds else "evaluation"
-    stray = sorted(given - set(COMMON_FLAGS) - set(KIND_FLAGS[kind]))
+    stray = sorted(given - set(COMMON_FLAGS) - set(KINDS[kind].flags))
     if stray:
-        owner = next(k for k, names in KIND_FLAGS.items() if stray[0] in names)
+        owner = next(k for k, entry in KINDS.items() if stray[0] in entry.flags)
         raise LandscapeError(f"{flag(stray[0])} belongs to the {owner} analysis, not to this {kind} analysis"
                              + (f" ({flag(TRIGGERS[kind])})" if kind in TRIGGERS else ""))
     return kind
-
-
-def curvature_spec(f: dict[str, Any]) -> CurvatureSpec:
-    return CurvatureSpec(curvature=f["curvature"], fisher_type=f["fisher_type"], top_k=f["top_k"],
-                         bottom_k=f["bottom_k"], trace=f["trace"], frobenius=f["frobenius"], diag=f["diag"],
-                         density=f["density"], per_layer=f["per_layer"], seed=f["seed"], batch_size=f["batch_size"],
-                         precision=f["precision"], product_method=f["product_method"], compile=f["compile_products"],
-                         tol=f["tol"], trace_rtol=f["trace_rtol"], density_runs=f["density_runs"],
-                         density_steps=f["density_steps"], backend=f["backend"])
-
-
-def sharpness_spec(f: dict[str, Any]) -> SharpnessSpec:
-    return SharpnessSpec(measures=tuple(f["sharpness_names"].split(",")), eps=f["sharpness_eps"],
-                         rho=f["sharpness_rho"], m=f["sharpness_m"], seed=f["seed"], batch_size=f["batch_size"])
-
-
-def evaluation_spec(f: dict[str, Any]) -> EvaluationSpec:
-    return EvaluationSpec()
-
-
-# kind -> (spec from the flags, spec field -> click parameter where the names differ)
-SPECS: dict[str, tuple[Callable[[dict], Any], dict[str, str]]] = {
-    "evaluation": (evaluation_spec, {}),
-    "curvature": (curvature_spec, {"compile": "compile_products"}),
-    "sharpness": (sharpness_spec, {"measures": "sharpness_names", "eps": "sharpness_eps", "rho": "sharpness_rho",
-                                   "m": "sharpness_m"}),
-    "surface": (surface_spec, {}),
-    "connect": (connect_spec, {}),
-}
-
-
-def run_kind(kind: str):
-    return {"surface": run_surface, "connect": run_connect}.get(kind) or ANALYSES[kind].run
 
 
 @click.command(epilog="""\b
@@ -160,10 +103,10 @@ Examples:
               help="pyhessian: top-k and trace through the pyhessian package.")
 @click.option("--slice", "slice_dims", type=click.Choice(["1d", "2d"]), default=None,
               help="Loss slice (1d) or surface (2d) around the checkpoint.")
-@click.option("--directions", type=click.Choice(["random", "filter", "pca", "eigen"]), default="filter",
+@click.option("--directions", type=click.Choice([d for d in Directions.names() if d != "plane"]), default="filter",
               show_default=True, help="Slice directions: Gaussian, filter-normalized Gaussian, trajectory PCA, "
               "top Hessian eigenvectors.")
-@click.option("--norm", type=click.Choice(["filter", "layer", "weight", "none"]), default=None,
+@click.option("--norm", type=click.Choice(list(NORMS)), default=None,
               help="Normalization of random directions [default: filter for --directions filter, else none].")
 @click.option("--keep-biasbn", is_flag=True, help="Give biases and BatchNorm parameters random directions too "
               "(default: zero, as Li et al.'s --xignore biasbn).")
@@ -174,7 +117,7 @@ Examples:
 @click.option("--y-grid", type=int, default=None, help="Points on the second axis [default: --grid].")
 @click.option("--between", default=None, metavar="OTHER",
               help="x direction = OTHER - this checkpoint (a run folder, a checkpoint file or a step of RUN).")
-@click.option("--bn", type=click.Choice(["eval", "recompute"]), default=None,
+@click.option("--bn", type=click.Choice(BatchNormMode.names()), default=None,
               help="BatchNorm at each point: stored statistics, or re-estimated from the training data "
               "[default: eval for --slice, recompute for --connect].")
 @click.option("--metrics", default="train,test", show_default=True, help="Data sets to evaluate: train,test.")
@@ -193,7 +136,7 @@ Examples:
 @click.option("--sharpness-m", type=int, default=None, help="m-sharpness: SAM measures averaged over m-sample chunks.")
 @click.option("--connect", "connect_to", default=None, metavar="OTHER",
               help="Mode connectivity to OTHER (a run folder, a checkpoint file or a step of RUN).")
-@click.option("--curve", type=click.Choice(["linear", "bezier", "polychain", "autoneb"]), default="linear",
+@click.option("--curve", type=click.Choice(Curve.names()), default="linear",
               show_default=True, help="Path between the two minima.")
 @click.option("--align", is_flag=True, help="Permute OTHER's hidden units to match RUN first (weight matching).")
 @click.option("--points", type=int, default=41, show_default=True, help="Points along the path.")
@@ -219,13 +162,13 @@ def analyze(**flags):
     ctx = click.get_current_context()
     given = {name for name in flags if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
     kind = requested_kind(given)
-    build, fields = SPECS[kind]
+    entry = KINDS[kind]
     try:
-        spec = build(flags)
+        spec = entry.build(flags)
         spec.validate()
         outputs = _analyze_checkpoints(kind, spec, flags)
     except SpecError as exc:
-        raise LandscapeError(exc.render(lambda field: flag(fields.get(field, field)))) from None
+        raise LandscapeError(exc.render(lambda field: flag(entry.fields.get(field, field)))) from None
     if flags["as_json"]:
         print_checkpoints_json(Run.open(flags["run_dir"]).path, outputs)
     elif kind in ("evaluation", "curvature", "sharpness"):
@@ -234,15 +177,15 @@ def analyze(**flags):
 
 def _analyze_checkpoints(kind: str, spec: Any, flags: dict[str, Any]) -> list[dict[str, Any]]:
     run = Run.open(flags["run_dir"])
-    samples, compute = parse_samples(flags["samples"]), run_kind(kind)
+    samples, entry = parse_samples(flags["samples"]), KINDS[kind]
     outputs, dataset = [], None
     for step in resolve_steps(run, flags["checkpoint"]):
         loaded = load_checkpoint_model(run, step, device=flags["device"], samples=samples, seed=flags["seed"],
                                        dataset=dataset)
         dataset = loaded.dataset
         with progress_display(not flags["as_json"] and stderr_is_tty()) as progress:
-            result = compute(loaded, spec, progress)
-        if distributed.is_main():
+            result = entry.run(loaded, spec, progress, flags)
+        if distributed.is_main() and not result.stored_by_run:
             result.save(run)
         outputs.append(result.to_json())
         if not flags["as_json"]:

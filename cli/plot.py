@@ -9,7 +9,7 @@ import click
 from landscape.analysis.path_plots import find_path_result, plot_path, plot_plane
 from landscape.analysis.study import StudyResult
 from landscape.analysis.study_plots import plot_study
-from landscape.analysis.surface import load_surface
+from landscape.analysis.surface import SurfaceResult
 from landscape.analysis.surface_plots import KINDS as SURFACE_KINDS
 from landscape.analysis.surface_plots import find_surface, plot_surface, write_vtp
 from landscape.errors import LandscapeError
@@ -63,8 +63,8 @@ def plot(run_dir, kind, checkpoint, curvature, surface_name, metric, fmt, log, o
     if kind in ("path", "plane"):
         if fmt == "vtp":
             raise LandscapeError("--format vtp exports a 2-D surface; use --kind contour etc.")
-        source, result = find_path_result(run, run.resolve_checkpoint(checkpoint), surface_name)
-        path = Path(output) if output else run.figures_dir / f"{source.stem}-{kind}.png"
+        result = find_path_result(run, run.resolve_checkpoint(checkpoint), surface_name)
+        path = Path(output) if output else run.figures_dir / f"{result.path.stem}-{kind}.png"
         click.echo(str((plot_path if kind == "path" else plot_plane)(result, path)))
         return
     if fmt == "vtp" or kind in SURFACE_KINDS:
@@ -73,7 +73,7 @@ def plot(run_dir, kind, checkpoint, curvature, surface_name, metric, fmt, log, o
         if fmt == "vtp" and kind == "slice":
             raise LandscapeError("--format vtp exports a 2-D surface, not a slice")
         source = find_surface(run, step, dims, surface_name)
-        surface = load_surface(source)
+        surface = SurfaceResult.load(source)
         if fmt == "vtp":
             path = Path(output) if output else run.figures_dir / f"{source.stem}.vtp"
             click.echo(str(write_vtp(surface, path, metric, log)))

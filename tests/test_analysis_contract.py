@@ -106,7 +106,7 @@ def test_specs_take_enums_or_strings_and_name_fields_in_errors():
     err = SpecError("CurvatureSpec", "backend", "pyhessian computes only {top_k} and {trace}")
     assert str(err) == "CurvatureSpec.backend pyhessian computes only top_k and trace"
     assert err.render(lambda f: "--" + f.replace("_", "-")) == "--backend pyhessian computes only --top-k and --trace"
-    assert set(ANALYSES) == {"evaluation", "curvature", "sharpness"}
+    assert set(ANALYSES) == {"evaluation", "curvature", "sharpness", "surface", "connect"}
     with pytest.raises(LandscapeError, match="not an analysis spec"):
         run_analysis(None, object())
 

@@ -13,7 +13,7 @@ from landscape.analysis import directions as dirs
 from landscape.analysis.alignment import weight_matching
 from landscape.analysis.autoneb import NEBOptions, autoneb
 from landscape.analysis.curves import CurveTraining, curve_coordinates, curve_weights, train_bend
-from landscape.analysis.paths import barriers
+from landscape.analysis.path_result import barriers
 from landscape.cli.main import main
 from landscape.errors import LandscapeError
 from landscape.models import build_model

@@ -19,7 +19,9 @@ from processes import two_processes
 from landscape.analysis import directions as dirs
 from landscape.analysis import evaluate_checkpoint, load_checkpoint_model
 from landscape.analysis.grid_evaluation import GridEvaluator
-from landscape.analysis.surface import SurfaceSpec, compute_surface, load_surface
+from landscape.analysis.curvature import CurvatureResult
+from landscape.analysis.surface import SurfaceResult, SurfaceSpec, compute_surface
+from landscape.analysis.surface_job import EvaluationPlan
 from landscape.cli.main import main
 from landscape.data import load_dataset
 from landscape.linalg.operators import HessianOperator
@@ -221,22 +223,22 @@ def test_grid_center_equals_checkpoint_loss_and_axis_order(mlp_run, cnn_run):
         spec = SurfaceSpec(dims=2, directions="filter", xrange=(-1, 1), xnum=5, yrange=(-0.5, 1.5), ynum=3,
                            name="nonsquare")
         res = compute_surface(loaded, spec)
-        assert res["train_loss"].shape == (5, 3) and res["test_acc"].shape == (5, 3)
+        assert res.train_loss.shape == (5, 3) and res.test_acc.shape == (5, 3)
         one = compute_surface(loaded, SurfaceSpec(dims=1, directions="filter", xnum=5, name="line"))
-        assert abs(one["train_loss"][2] - ev.train_loss) < 1e-6 * max(1, ev.train_loss)
-        assert abs(one["test_loss"][2] - ev.test_loss) < 1e-6 * max(1, ev.test_loss)
-        assert one["train_acc"][2] == ev.train_acc and one["test_acc"][2] == ev.test_acc
+        assert abs(one.train_loss[2] - ev.train_loss) < 1e-6 * max(1, ev.train_loss)
+        assert abs(one.test_loss[2] - ev.test_loss) < 1e-6 * max(1, ev.test_loss)
+        assert one.train_acc[2] == ev.train_acc and one.test_acc[2] == ev.test_acc
         # axis order: train_loss[i, j] = L(x_i, y_j), checked against a direct evaluation
-        with h5py.File(res["path"]) as fh:
+        with h5py.File(res.path) as fh:
             names = json.loads(fh["xdirection"].attrs["names"])
             dx = {n: torch.from_numpy(fh["xdirection"][str(k)][()]) for k, n in enumerate(names)}
             dy = {n: torch.from_numpy(fh["ydirection"][str(k)][()]) for k, n in enumerate(names)}
         model = copy.deepcopy(loaded.model)
         center = {n: p.detach().clone() for n, p in model.named_parameters()}
         for i, j in ((4, 0), (1, 2)):
-            _set_params(model, center, [dx, dy], (res["xcoordinates"][i], res["ycoordinates"][j]))
+            _set_params(model, center, [dx, dy], (res.xcoordinates[i], res.ycoordinates[j]))
             direct = evaluate(model, loaded.dataset.x_train, loaded.dataset.y_train, loaded.loss)["loss"]
-            assert abs(res["train_loss"][i, j] - direct) < 2e-5 * max(1, direct)
+            assert abs(res.train_loss[i, j] - direct) < 2e-5 * max(1, direct)
 
 
 def test_between_slice_reproduces_both_endpoints_with_batchnorm(cnn_run):
@@ -246,9 +248,9 @@ def test_between_slice_reproduces_both_endpoints_with_batchnorm(cnn_run):
     res = compute_surface(loaded, spec)
     for t, ref in ((0, loaded), (2, other)):
         ev = evaluate_checkpoint(ref)
-        assert abs(res["train_loss"][t] - ev.train_loss) < 1e-5 * max(1, ev.train_loss)
-        assert abs(res["test_loss"][t] - ev.test_loss) < 1e-5 * max(1, ev.test_loss)
-    assert res["info"]["between"].endswith("00000004.h5")
+        assert abs(res.train_loss[t] - ev.train_loss) < 1e-5 * max(1, ev.train_loss)
+        assert abs(res.test_loss[t] - ev.test_loss) < 1e-5 * max(1, ev.test_loss)
+    assert res.info["between"].endswith("00000004.h5")
 
 
 def test_batchnorm_recompute_mode(cnn_run):
@@ -259,8 +261,8 @@ def test_batchnorm_recompute_mode(cnn_run):
     ds = loaded.dataset
     recompute_batchnorm(ref, split_batches(ds.x_train, ds.y_train, 10**6))
     direct = evaluate(ref, ds.x_train, ds.y_train, loaded.loss)["loss"]
-    assert abs(res["train_loss"][1] - direct) < 1e-5 * max(1, direct)
-    assert abs(res["train_loss"][1] - evaluate_checkpoint(loaded).train_loss) > 1e-4  # stats did change
+    assert abs(res.train_loss[1] - direct) < 1e-5 * max(1, direct)
+    assert abs(res.train_loss[1] - evaluate_checkpoint(loaded).train_loss) > 1e-4  # stats did change
 
 
 def test_eigen_plane_uses_the_top_hessian_eigenvectors(mlp_run):
@@ -269,8 +271,8 @@ def test_eigen_plane_uses_the_top_hessian_eigenvectors(mlp_run):
     res = compute_surface(loaded, spec)
     obj = Objective(loaded.model, loaded.dataset.x_train, loaded.dataset.y_train, dtype=torch.float64)
     evals, evecs = torch.linalg.eigh(HessianOperator(obj).to_dense())
-    np.testing.assert_allclose(res["eigenvalues"], evals.numpy()[::-1][:2], rtol=1e-4)
-    with h5py.File(res["path"]) as fh:
+    np.testing.assert_allclose(res.info["eigenvalues"], evals.numpy()[::-1][:2], rtol=1e-4)
+    with h5py.File(res.path) as fh:
         names = json.loads(fh["xdirection"].attrs["names"])
         x = np.concatenate([fh["xdirection"][str(k)][()].ravel() for k in range(len(names))])
     assert abs(abs(float(np.dot(x, evecs[:, -1].numpy()))) - 1) < 1e-3
@@ -280,24 +282,23 @@ def test_eigen_plane_reuses_stored_eigenvectors(cnn_run, capsys):
     assert main(["analyze", str(cnn_run), "--top-k", "2", "--json"]) == 0
     stored = json.loads(capsys.readouterr().out)["eigenvalues"]
     res = compute_surface(load_checkpoint_model(cnn_run), SurfaceSpec(dims=2, directions="eigen", xnum=3))
-    assert res["eigenvalues"].tolist() == pytest.approx(stored, rel=1e-12)
-    from landscape.results import load_result, result_path
-    hess, _ = load_result(result_path(load_checkpoint_model(cnn_run).run, res["checkpoint"], "hessian"))
-    with h5py.File(res["path"]) as fh:
+    assert list(res.info["eigenvalues"]) == pytest.approx(stored, rel=1e-12)
+    hess = CurvatureResult.load(cnn_run, res.checkpoint)
+    with h5py.File(res.path) as fh:
         n = len(json.loads(fh["ydirection"].attrs["names"]))
         y = np.concatenate([fh["ydirection"][str(k)][()].ravel() for k in range(n)])
-    np.testing.assert_allclose(y, np.asarray(hess["eigenvectors"])[1], atol=1e-6)  # orthogonal already
+    np.testing.assert_allclose(y, np.asarray(hess.eigenvectors)[1], atol=1e-6)  # orthogonal already
 
 
 def test_pca_plane_projects_the_trajectory(mlp_run):
     loaded = load_checkpoint_model(mlp_run)
     res = compute_surface(loaded, SurfaceSpec(dims=2, directions="pca", xnum=4))
     steps = load_checkpoint_model(mlp_run).run.checkpoint_steps()
-    assert list(res["proj_steps"]) == steps
-    assert res["proj_xcoord"][-1] == pytest.approx(0, abs=1e-6) and res["proj_ycoord"][-1] == pytest.approx(0, abs=1e-6)
-    assert sum(res["explained_variance_ratio_"]) <= 1 + 1e-9 and res["explained_variance_ratio_"][0] > 0.5
-    xs = res["xcoordinates"]
-    assert xs[0] <= res["proj_xcoord"].min() and xs[-1] >= res["proj_xcoord"].max()  # default range covers the path
+    assert list(res.proj_steps) == steps
+    assert res.proj_xcoord[-1] == pytest.approx(0, abs=1e-6) and res.proj_ycoord[-1] == pytest.approx(0, abs=1e-6)
+    assert sum(res.info["explained_variance_ratio_"]) <= 1 + 1e-9 and res.info["explained_variance_ratio_"][0] > 0.5
+    xs = res.xcoordinates
+    assert xs[0] <= res.proj_xcoord.min() and xs[-1] >= res.proj_xcoord.max()  # default range covers the path
 
 
 # --- resume ------------------------------------------------------------------------------------------------
@@ -310,24 +311,24 @@ def test_interrupted_surface_resumes_with_only_missing_points(mlp_run):
     spec = SurfaceSpec(dims=2, directions="filter", xrange=(-1, 1), xnum=7, name="resumed")
     calls = []
 
-    def stop_after_two(done, total):
+    def stop_after_two(done, total, message):
         calls.append(done)
         if len(calls) == 2:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        compute_surface(loaded, spec, points_per_chunk=5, save_every=0, progress=stop_after_two)
+        compute_surface(loaded, spec, stop_after_two, plan=EvaluationPlan(points_per_chunk=5, save_every=0))
     partial = mlp_run / "analysis" / f"{loaded.step:08d}" / "resumed.h5.partial"
     assert sorted(p.name for p in partial.iterdir()) == ["part-000000.h5", "part-000001.h5", "spec.h5"]
-    resumed = compute_surface(loaded, spec, points_per_chunk=99)  # the stored chunking wins
-    assert resumed["resumed_points"] == 10 and resumed["computed_points"] == 39
+    resumed = compute_surface(loaded, spec, plan=EvaluationPlan(points_per_chunk=99))  # the stored chunking wins
+    assert resumed.resumed_points == 10 and resumed.computed_points == 39
     assert not partial.exists()
     whole = compute_surface(loaded, SurfaceSpec(dims=2, directions="filter", xrange=(-1, 1), xnum=7, name="whole"),
-                            points_per_chunk=5)
+                            plan=EvaluationPlan(points_per_chunk=5))
     for key in ("train_loss", "train_acc", "test_loss", "test_acc", "xcoordinates", "ycoordinates"):
-        np.testing.assert_array_equal(resumed[key], whole[key])
+        np.testing.assert_array_equal(getattr(resumed, key), getattr(whole, key))
     again = compute_surface(loaded, spec)  # finished with the same options: nothing to do
-    assert again["computed_points"] == 0 and again["resumed_points"] == 0
+    assert again.computed_points == 0 and again.resumed_points == 0
 
 
 def test_kill_9_then_rerun_computes_only_missing_points(mlp_run, capsys):
@@ -372,9 +373,9 @@ def test_cli_surface_json_plots_and_vtp(mlp_run, tmp_path, capsys):
     assert main(["plot", str(mlp_run), "--format", "vtp", "--log", "-o", str(vtp)]) == 0
     piece = ET.parse(vtp).getroot().find("PolyData/Piece")
     assert piece.get("NumberOfPoints") == "36" and piece.get("NumberOfPolys") == "25"
-    surface = load_surface(view["surface"])
+    surface = SurfaceResult.load(view["surface"])
     z = np.array(piece.find("Points/DataArray").text.split(), dtype=float).reshape(-1, 3)[:, 2]
-    np.testing.assert_allclose(z, np.log(surface["train_loss"].ravel() + 0.1), rtol=1e-7)
+    np.testing.assert_allclose(z, np.log(surface.train_loss.ravel() + 0.1), rtol=1e-7)
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -408,14 +409,14 @@ def test_unfinished_surface_with_other_options_is_refused(mlp_run, capsys):
     loaded = load_checkpoint_model(mlp_run)
     spec = SurfaceSpec(dims=1, directions="filter", xnum=9, name="clash")
 
-    def stop(done, total):
+    def stop(done, total, message):
         raise Interrupt
 
     with pytest.raises(Interrupt):
-        compute_surface(loaded, spec, points_per_chunk=2, save_every=0, progress=stop)
+        compute_surface(loaded, spec, stop, plan=EvaluationPlan(points_per_chunk=2, save_every=0))
     assert main(["analyze", str(mlp_run), "--slice", "1d", "--grid", "11", "--name", "clash"]) != 0
     assert "with other options" in capsys.readouterr().err
-    assert compute_surface(loaded, spec)["resumed_points"] == 2
+    assert compute_surface(loaded, spec).resumed_points == 2
 
 
 def test_two_process_surface_equals_one_process_and_resumes_across_world_sizes(mlp_run, capsys):
@@ -424,12 +425,12 @@ def test_two_process_surface_equals_one_process_and_resumes_across_world_sizes(m
     loaded = load_checkpoint_model(mlp_run)
     spec = SurfaceSpec(dims=2, directions="filter", xrange=(-1, 1), xnum=9, name="two-ranks")
 
-    def stop(done, total):
+    def stop(done, total, message):
         if done >= 20:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        compute_surface(loaded, spec, points_per_chunk=4, save_every=0, progress=stop)
+        compute_surface(loaded, spec, stop, plan=EvaluationPlan(points_per_chunk=4, save_every=0))
     args = ["analyze", str(mlp_run), "--slice", "2d", "--grid", "9", "--range=-1:1", "--chunk-points", "4",
             "--save-every", "0"]
     out = two_processes([*args, "--name", "two-ranks", "--json"])
@@ -447,9 +448,9 @@ def test_bf16_surface_is_close_and_reports_its_error(mlp_run):
     loaded = load_checkpoint_model(mlp_run)
     full = compute_surface(loaded, SurfaceSpec(dims=2, xrange=(-1, 1), xnum=5, name="fp32"))
     low = compute_surface(loaded, SurfaceSpec(dims=2, xrange=(-1, 1), xnum=5, name="bf16", bf16=True))
-    err = low["info"]["bf16_max_relative_error"]
+    err = low.info["bf16_max_relative_error"]
     assert 0 < err < 1e-2
-    rel = np.abs(low["train_loss"] - full["train_loss"]) / full["train_loss"]
+    rel = np.abs(low.train_loss - full.train_loss) / full.train_loss
     assert 0 < rel.max() < 2e-2
     corners = [rel[0, 0], rel[-1, -1], rel[2, 2]]  # the points the check measures
     assert max(corners) == pytest.approx(err, rel=1e-3)
