@@ -6,10 +6,12 @@ diagonal.
     D_bar = |D| (= |Hz| for +-1 probes, as the official code), averaged over the spatial dims of
             each convolution kernel (parameters with 3 or more dims)
     m <- beta1 m + (1 - beta1) g,       v <- beta2 v + (1 - beta2) D_bar^2
-    w <- w - lr ( (m / (1 - beta1^t)) / ((v / (1 - beta2^t))^(k/2) + eps) + weight_decay w )
+    w <- w - lr ( (m / (1 - beta1^t)) / ((v / (1 - beta2^t))^(k/2) + eps) + decoupled_weight_decay w )
 
-k = ``hessian_power`` (1 in the paper; 1/2 interpolates towards Adam-like scaling) and the weight
-decay is decoupled (AdamW style). The diagonal is re-estimated every ``update_each`` steps (the
+k = ``hessian_power`` (1 in the paper; 1/2 interpolates towards Adam-like scaling); the paper's weight
+decay is the decoupled one (AdamW style). The coupled ``weight_decay`` is the L2 term of the loss: g and
+H become those of the regularized loss, g + weight_decay w and H + weight_decay I (D + weight_decay, as
+z * z = 1). The diagonal is re-estimated every ``update_each`` steps (the
 last estimate is reused in between). The probes are drawn from the optimizer's own generator
 (seeded, saved in the state), with both signs: one public implementation draws ``randint(0, 1)``,
 i.e. all -1, which turns D into the Hessian's row sums; the tests check we do not.
@@ -23,24 +25,46 @@ from landscape.linalg.operators import HessianOperator
 from landscape.linalg.probes import probes
 
 from .curvature_optimizer import CurvatureOptimizer
+from .state import load_moving_decoupled_decay
 
 
 class AdaHessian(CurvatureOptimizer):
-    def __init__(self, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 0.15,
+    """AdaHessian (Yao et al. 2021, "ADAHESSIAN: an adaptive second order optimizer for machine learning"):
+    Adam on a spatially averaged Rademacher-Hutchinson estimate of the Hessian diagonal (module docstring).
+
+    Args:
+        params: the parameters to optimize (a subset of ``model``'s); model: the module; loss: its loss name.
+        lr: learning rate. betas: the moments' averaging coefficients. eps: added to the denominator.
+        weight_decay: coupled L2 (weight_decay / 2) ||w||^2, seen by the gradient and the Hessian diagonal.
+        decoupled_weight_decay: the paper's decay, decoupled_weight_decay * w added to the step (what this
+            class called ``weight_decay`` before).
+        hessian_power: k, the power of the diagonal in the denominator.
+        update_each: steps between two estimates of the diagonal.
+        seed: of the probes' generator (saved in the state).
+    """
+
+    def __init__(self, params, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 0.15,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-4, weight_decay: float = 0.0,
-                 hessian_power: float = 1.0, update_each: int = 1, seed: int = 0):
+                 hessian_power: float = 1.0, update_each: int = 1, decoupled_weight_decay: float = 0.0,
+                 seed: int = 0):
         if not 0 < hessian_power <= 1:
             raise ValueError("hessian_power must be in (0, 1]")
         if int(update_each) != update_each or update_each < 1:
             raise ValueError("update_each must be a positive integer")
-        super().__init__(model, loss, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                                           hessian_power=hessian_power, update_each=int(update_each)))
+        super().__init__(params, model, loss, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                                                   hessian_power=hessian_power, update_each=int(update_each),
+                                                   decoupled_weight_decay=decoupled_weight_decay))
         self.generator = torch.Generator().manual_seed(seed)
 
+    def load_state_dict(self, state_dict) -> None:
+        load_moving_decoupled_decay(self, super().load_state_dict, state_dict)
+
     def hutchinson_diagonal(self, obj) -> torch.Tensor:
-        """One-probe estimate z * (H z) of diag(H) (flat)."""
+        """One-probe estimate z * (H z) of diag(H) (flat), H that of the regularized loss (+ weight_decay)."""
         z = probes(obj.dim, 1, self.generator, "rademacher", obj.dtype, obj.device)[:, 0]
-        return z * (HessianOperator(obj, method="double-backward") @ z)
+        d = z * (HessianOperator(obj, method="double-backward") @ z)
+        wd = self.param_groups[0]["weight_decay"]
+        return d + wd if wd else d
 
     @staticmethod
     def spatial_average(obj, diagonal: torch.Tensor) -> torch.Tensor:
@@ -53,10 +77,10 @@ class AdaHessian(CurvatureOptimizer):
             out[name] = d
         return obj.layout.flatten(out)
 
-    def _step(self, closure=None, batch=None):
+    def _step(self, batch):
         group = self.param_groups[0]
-        obj = self.objective(closure, batch)
-        loss, g = self.loss_and_gradient(obj, regularize=False)  # the weight decay is decoupled
+        obj = self.objective(batch)
+        loss, g = self.loss_and_gradient(obj)
         state = self.scalars
         if "exp_avg" not in state:
             state.update(step=0, exp_avg=torch.zeros_like(g), exp_hessian_sq=torch.zeros_like(g),
@@ -75,7 +99,7 @@ class AdaHessian(CurvatureOptimizer):
         v_hat = state["exp_hessian_sq"] / (1 - beta2 ** t)
         denom = v_hat.pow(group["hessian_power"] / 2) + group["eps"]
         update = m_hat / denom
-        if group["weight_decay"]:
-            update = update + group["weight_decay"] * obj.point()
+        if group["decoupled_weight_decay"]:
+            update = update + group["decoupled_weight_decay"] * obj.point()
         self.add_to_params(obj, update, -group["lr"])
         return loss

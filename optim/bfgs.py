@@ -18,13 +18,16 @@ import torch
 from landscape.linalg.line_search import closure_value_and_grad, search_along, value
 from landscape.params import flat_grad, flatten
 
+from .closure import with_l2
+from .state import load_keeping_new_options
+
 
 class BFGS(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 1.0, c1: float = 1e-4, c2: float = 0.9, max_evaluations: int = 25,
-                 max_parameters: int = 4096):
+                 max_parameters: int = 4096, weight_decay: float = 0.0):
         if not 0 < c1 < c2 < 1:
             raise ValueError("need 0 < c1 < c2 < 1")
-        super().__init__(params, dict(lr=lr, c1=c1, c2=c2, max_evaluations=max_evaluations))
+        super().__init__(params, dict(lr=lr, c1=c1, c2=c2, max_evaluations=max_evaluations, weight_decay=weight_decay))
         if len(self.param_groups) != 1:
             raise ValueError("BFGS supports a single parameter group")
         n = sum(p.numel() for p in self.param_groups[0]["params"])
@@ -34,7 +37,7 @@ class BFGS(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict) -> None:
         """As torch's, but the float64 matrix keeps its precision (torch casts state to the parameters' dtype)."""
-        super().load_state_dict(state_dict)
+        load_keeping_new_options(self, super().load_state_dict, state_dict)
         first = self.param_groups[0]["params"][0]
         for saved in state_dict["state"].values():
             if "inverse_hessian" in saved:
@@ -46,6 +49,7 @@ class BFGS(torch.optim.Optimizer):
             raise RuntimeError("BFGS needs a closure that re-evaluates the loss")
         group = self.param_groups[0]
         params = list(group["params"])
+        closure = with_l2(closure, params, group["weight_decay"])
         with torch.enable_grad():
             loss = closure()
         g = flat_grad(params)

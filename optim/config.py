@@ -175,13 +175,30 @@ def normalize(config: Mapping[str, Any]) -> dict[str, Any]:
 
 RESUMABLE_CHANGES = {("training", "epochs"), ("training", "steps"), ("training", "device")}
 
+# optimizers whose decoupled decay was stored as ``weight_decay`` before ``decoupled_weight_decay`` existed
+RENAMED_DECOUPLED = ("adamw", "adahessian", "kfac")
+
+
+def upgrade_stored(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored configuration in today's option names. Runs of adamw, adahessian and kfac (also wrapped)
+    written before ``decoupled_weight_decay`` existed have no such key and called that decay ``weight_decay``:
+    it moves to ``decoupled_weight_decay`` (the coupled ``weight_decay`` is then 0), so they resume unchanged."""
+    out = copy.deepcopy(dict(stored))
+    optimizer = out.get("optimizer", {})
+    base = str(optimizer.get("name", "")).rpartition(":")[2]
+    if base in RENAMED_DECOUPLED and "decoupled_weight_decay" not in optimizer:
+        optimizer["decoupled_weight_decay"] = optimizer.pop("weight_decay", 0.0) or 0.0
+        optimizer["weight_decay"] = 0.0
+    return out
+
 
 def resume_config(stored: Mapping[str, Any], requested: Mapping[str, Any]) -> dict[str, Any]:
     """The stored configuration with the few changes a resume may make (longer training, device).
 
-    Anything else that differs is an error: a resumed run must continue the same experiment.
+    Anything else that differs is an error: a resumed run must continue the same experiment. Older option
+    names are upgraded first (:func:`upgrade_stored`).
     """
-    out = copy.deepcopy(dict(stored))
+    out = upgrade_stored(stored)
     for section, values in requested.items():
         for key, value in values.items():
             if out.get(section, {}).get(key) == value:

@@ -21,20 +21,26 @@ import torch
 from landscape.linalg.line_search import closure_value_and_grad, search_along, value
 from landscape.params import flat_grad, flatten
 
+from .closure import with_l2
+from .state import load_keeping_new_options
+
 VARIANTS = ("fr", "pr", "pr+")
 
 
 class NonlinearCG(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 1.0, variant: str = "pr+", c1: float = 1e-4, c2: float = 0.1,
-                 restart_every: int | None = None, max_evaluations: int = 25):
+                 restart_every: int | None = None, max_evaluations: int = 25, weight_decay: float = 0.0):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}")
         if not 0 < c1 < c2 < 1:
             raise ValueError("need 0 < c1 < c2 < 1")
         super().__init__(params, dict(lr=lr, variant=variant, c1=c1, c2=c2, restart_every=restart_every,
-                                      max_evaluations=max_evaluations))
+                                      max_evaluations=max_evaluations, weight_decay=weight_decay))
         if len(self.param_groups) != 1:
             raise ValueError("conjugate gradient supports a single parameter group")
+
+    def load_state_dict(self, state_dict) -> None:
+        load_keeping_new_options(self, super().load_state_dict, state_dict)
 
     @property
     def _params(self) -> list[torch.Tensor]:
@@ -46,6 +52,7 @@ class NonlinearCG(torch.optim.Optimizer):
             raise RuntimeError("conjugate gradient needs a closure that re-evaluates the loss")
         group = self.param_groups[0]
         params = self._params
+        closure = with_l2(closure, params, group["weight_decay"])
         with torch.enable_grad():
             loss = closure()
         g = flat_grad(params)

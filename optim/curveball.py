@@ -41,7 +41,7 @@ from .curvature_optimizer import CurvatureOptimizer
 
 
 class CurveBall(CurvatureOptimizer):
-    def __init__(self, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 1.0,
+    def __init__(self, params, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 1.0,
                  rho: float | None = None, beta: float | None = None, damping: float | None = None,
                  auto_damping: bool = True, lambda_every: int = 5, lambda_factor: float = 0.999,
                  weight_decay: float = 0.0):
@@ -55,13 +55,13 @@ class CurveBall(CurvatureOptimizer):
             damping = 1.0 if has_batchnorm(model) else 10.0
         if not damping >= 0:
             raise ValueError("damping (lambda) must be >= 0")
-        super().__init__(model, loss, dict(lr=lr, rho=rho, beta=beta, damping=float(damping),
+        super().__init__(params, model, loss, dict(lr=lr, rho=rho, beta=beta, damping=float(damping),
                                            auto_damping=auto_damping, lambda_every=int(lambda_every),
                                            lambda_factor=lambda_factor, weight_decay=weight_decay))
 
-    def _step(self, closure=None, batch=None):
+    def _step(self, batch):
         group = self.param_groups[0]
-        obj = self.objective(closure, batch)
+        obj = self.objective(batch)
         _, y = obj.batches[0]
         state = self.scalars
         if "z" not in state:

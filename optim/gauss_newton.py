@@ -52,16 +52,16 @@ class _GaussNewtonBase(CurvatureOptimizer):
 
 
 class GaussNewton(_GaussNewtonBase):
-    def __init__(self, model: torch.nn.Module, loss: str = "mse", lr: float = 1.0, damping: float = 1e-8,
+    def __init__(self, params, model: torch.nn.Module, loss: str = "mse", lr: float = 1.0, damping: float = 1e-8,
                  c1: float = 1e-4, max_backtracks: int = 30, dense_limit: int = 2000, cg_iterations: int = 100,
                  weight_decay: float = 0.0):
-        super().__init__(model, loss, dict(lr=lr, damping=damping, c1=c1, max_backtracks=max_backtracks,
+        super().__init__(params, model, loss, dict(lr=lr, damping=damping, c1=c1, max_backtracks=max_backtracks,
                                            dense_limit=dense_limit, cg_iterations=cg_iterations,
                                            weight_decay=weight_decay))
 
-    def _step(self, closure=None, batch=None):
+    def _step(self, batch):
         group = self.param_groups[0]
-        obj = self.objective(closure, batch)
+        obj = self.objective(batch)
         loss, g = self.loss_and_gradient(obj)
         apply, dense, _ = self._system(obj)
         d = self._solve(apply, dense, -g, group["damping"])
@@ -74,20 +74,20 @@ class GaussNewton(_GaussNewtonBase):
 
 
 class LevenbergMarquardt(_GaussNewtonBase):
-    def __init__(self, model: torch.nn.Module, loss: str = "mse", damping: float | None = None,
+    def __init__(self, params, model: torch.nn.Module, loss: str = "mse", damping: float | None = None,
                  scaling: str = "identity", max_tries: int = 30, dense_limit: int = 2000, cg_iterations: int = 100,
                  lr: float = 1.0, weight_decay: float = 0.0):
         if scaling not in ("identity", "diagonal"):
             raise ValueError("scaling must be 'identity' or 'diagonal'")
         if damping is not None and not damping > 0:
             raise ValueError("damping must be positive")
-        super().__init__(model, loss, dict(lr=lr, damping=damping, scaling=scaling, max_tries=max_tries,
+        super().__init__(params, model, loss, dict(lr=lr, damping=damping, scaling=scaling, max_tries=max_tries,
                                            dense_limit=dense_limit, cg_iterations=cg_iterations,
                                            weight_decay=weight_decay))
 
-    def _step(self, closure=None, batch=None):
+    def _step(self, batch):
         group = self.param_groups[0]
-        obj = self.objective(closure, batch)
+        obj = self.objective(batch)
         loss, g = self.loss_and_gradient(obj)
         apply, dense, diag = self._system(obj)
         state = self.scalars

@@ -28,17 +28,17 @@ from .curvature_optimizer import CurvatureOptimizer
 
 
 class HessianFree(CurvatureOptimizer):
-    def __init__(self, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 1.0, damping: float = 1.0,
+    def __init__(self, params, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 1.0, damping: float = 1.0,
                  cg_iterations: int = 250, decay: float = 0.95, epsilon: float = 5e-4, adapt_damping: bool = True,
                  weight_decay: float = 0.0):
         if not damping >= 0:
             raise ValueError("damping must be >= 0")
-        super().__init__(model, loss, dict(lr=lr, damping=damping, cg_iterations=cg_iterations, decay=decay,
+        super().__init__(params, model, loss, dict(lr=lr, damping=damping, cg_iterations=cg_iterations, decay=decay,
                                            epsilon=epsilon, adapt_damping=adapt_damping, weight_decay=weight_decay))
 
-    def _step(self, closure=None, batch=None):
+    def _step(self, batch):
         group = self.param_groups[0]
-        obj = self.objective(closure, batch)
+        obj = self.objective(batch)
         loss, g = self.loss_and_gradient(obj)
         wd = group["weight_decay"]
         state = self.scalars

@@ -43,17 +43,17 @@ class _LineSearchNewton(CurvatureOptimizer):
 
 
 class Newton(_LineSearchNewton):
-    def __init__(self, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 1.0,
+    def __init__(self, params, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 1.0,
                  modification: str = "eigen", min_curvature: float = 1e-8, max_evaluations: int = 25,
                  max_parameters: int = 4096, weight_decay: float = 0.0):
         if modification not in ("eigen", "cholesky"):
             raise ValueError("modification must be 'eigen' or 'cholesky'")
-        n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        super().__init__(params, model, loss, dict(lr=lr, modification=modification, min_curvature=min_curvature,
+                                                   max_evaluations=max_evaluations, weight_decay=weight_decay))
+        n = sum(p.numel() for p in self.param_groups[0]["params"])
         if n > max_parameters:
-            raise ValueError(f"Newton forms the dense {n}x{n} Hessian; the model has more than max_parameters="
-                             f"{max_parameters} parameters (use newton-cg, hessian-free or raise max_parameters)")
-        super().__init__(model, loss, dict(lr=lr, modification=modification, min_curvature=min_curvature,
-                                           max_evaluations=max_evaluations, weight_decay=weight_decay))
+            raise ValueError(f"Newton forms the dense {n}x{n} Hessian; more than max_parameters={max_parameters} "
+                             "parameters (use newton-cg, hessian-free or raise max_parameters)")
 
     @staticmethod
     def modified_direction(h: torch.Tensor, g: torch.Tensor, modification: str, min_curvature: float
@@ -74,9 +74,9 @@ class Newton(_LineSearchNewton):
                 return -torch.cholesky_solve(g64[:, None], factor)[:, 0].to(g.dtype)
             tau = max(2.0 * tau, beta)
 
-    def _step(self, closure=None, batch=None):
+    def _step(self, batch):
         group = self.param_groups[0]
-        obj = self.objective(closure, batch)
+        obj = self.objective(batch)
         loss, g = self.loss_and_gradient(obj)
         h = HessianOperator(obj).to_dense()
         if group["weight_decay"]:
@@ -87,15 +87,15 @@ class Newton(_LineSearchNewton):
 
 
 class NewtonCG(_LineSearchNewton):
-    def __init__(self, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 1.0,
+    def __init__(self, params, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 1.0,
                  cg_iterations: int = 100, tolerance: float | None = None, max_evaluations: int = 25,
                  weight_decay: float = 0.0):
-        super().__init__(model, loss, dict(lr=lr, cg_iterations=cg_iterations, tolerance=tolerance,
+        super().__init__(params, model, loss, dict(lr=lr, cg_iterations=cg_iterations, tolerance=tolerance,
                                            max_evaluations=max_evaluations, weight_decay=weight_decay))
 
-    def _step(self, closure=None, batch=None):
+    def _step(self, batch):
         group = self.param_groups[0]
-        obj = self.objective(closure, batch)
+        obj = self.objective(batch)
         loss, g = self.loss_and_gradient(obj)
         op = HessianOperator(obj)
         wd = group["weight_decay"]

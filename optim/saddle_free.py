@@ -23,13 +23,13 @@ from .curvature_optimizer import CurvatureOptimizer
 
 
 class SaddleFreeNewton(CurvatureOptimizer):
-    def __init__(self, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 1.0, krylov_dim: int = 20,
+    def __init__(self, params, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 1.0, krylov_dim: int = 20,
                  damping: float = 1e-4, complement_lr: float = 0.0, weight_decay: float = 0.0):
         if int(krylov_dim) != krylov_dim or krylov_dim < 1:
             raise ValueError("krylov_dim must be a positive integer")
         if not damping >= 0:
             raise ValueError("damping must be >= 0")
-        super().__init__(model, loss, dict(lr=lr, krylov_dim=int(krylov_dim), damping=damping,
+        super().__init__(params, model, loss, dict(lr=lr, krylov_dim=int(krylov_dim), damping=damping,
                                            complement_lr=complement_lr, weight_decay=weight_decay))
 
     def direction(self, obj, g: torch.Tensor) -> torch.Tensor:
@@ -50,9 +50,9 @@ class SaddleFreeNewton(CurvatureOptimizer):
         self.scalars["min_curvature"] = float(theta.min())
         return d
 
-    def _step(self, closure=None, batch=None):
+    def _step(self, batch):
         group = self.param_groups[0]
-        obj = self.objective(closure, batch)
+        obj = self.objective(batch)
         loss, g = self.loss_and_gradient(obj)
         if float(g.norm()) == 0:
             return loss

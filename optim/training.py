@@ -5,9 +5,11 @@ Exact resume: the data order of epoch e is a permutation drawn from a generator 
 checkpointed. Resuming from a checkpoint therefore replays the same computation, and on the CPU
 the final parameters equal those of an uninterrupted run bit for bit.
 
-Every optimizer is stepped with a closure (``optimizer.step(closure)``) that zeroes gradients,
-evaluates the mini-batch loss and back-propagates; torch's first-order optimizers call it once,
-L-BFGS and other line-search methods as often as they need.
+Every optimizer is stepped with the mini-batch's :class:`~landscape.optim.Closure`
+(``optimizer.step(closure)``), which zeroes gradients, evaluates the mini-batch loss and back-propagates;
+torch's first-order optimizers call it once, L-BFGS and other line-search methods as often as they need,
+and the curvature methods read its mini-batch. Weight decay is the optimizers' own (``weight_decay``,
+``decoupled_weight_decay``: :mod:`landscape.optim.registry`); the loop adds nothing to the loss.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from landscape.runs import Checkpoint, Run
 from landscape.seeding import capture_rng_state, restore_rng_state, seed_everything
 
 from . import config as config_mod
-from .registry import build_optimizer, get_entry
+from .closure import Closure, DataParallelClosure
+from .registry import build_optimizer, get_entry, has_decoupled_weight_decay
 from .schedules import lr_factor
 from .tracking import CurvatureTracker
 
@@ -56,6 +59,8 @@ class Experiment:
 
 @dataclass
 class TrainResult:
+    """What :func:`train` returns: the run, its last metrics row, the steps this call ran and their seconds."""
+
     run: Run
     final: dict[str, float]
     steps_run: int
@@ -93,6 +98,8 @@ def build_experiment(config: Mapping[str, Any]) -> Experiment:
     if cfg["optimizer"].get("lr") is None:
         cfg["optimizer"]["lr"] = entry.default_lr
     cfg["optimizer"].setdefault("weight_decay", 0.0)
+    if has_decoupled_weight_decay(cfg["optimizer"]["name"]):  # stored: marks the configuration as the new names'
+        cfg["optimizer"].setdefault("decoupled_weight_decay", 0.0)
     seed_everything(training["seed"])  # model init does not depend on how the data was made
     model = model_from_config(cfg, dataset).to(device)
     dataset = data_for_model(dataset, model)
@@ -108,11 +115,6 @@ def epoch_order(seed: int, epoch: int, n: int, device: torch.device) -> torch.Te
     """The sample order of ``epoch``: a permutation fixed by (seed, epoch)."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=generator).to(device)
-
-
-def l2_penalty(model: torch.nn.Module, weight_decay: float) -> torch.Tensor:
-    """(weight_decay / 2) sum ||w||^2 for optimizers without a weight-decay option."""
-    return 0.5 * weight_decay * sum(p.pow(2).sum() for p in model.parameters())
 
 
 class _Console:
@@ -218,8 +220,6 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
     speaks = local or distributed.is_main()  # under DDP only rank 0 shows progress and log lines
     console = _Console(progress and speaks, log if speaks else None)
     entry = get_entry(cfg["optimizer"]["name"])
-    weight_decay = float(cfg["optimizer"].get("weight_decay") or 0.0)
-    penalty = weight_decay if not entry.native_weight_decay else 0.0
     loss_fn = get_loss(training["loss"])
     base_lr = float(cfg["optimizer"]["lr"])
     total = exp.total_steps
@@ -278,8 +278,8 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            closure = (make_closure(model, optimizer, loss_fn, xb, yb, penalty, training["bf16"]) if ddp is None
-                       else make_ddp_closure(ddp, optimizer, loss_fn, xb, yb, penalty, training["bf16"]))
+            closure = (make_closure(model, optimizer, loss_fn, xb, yb, bf16=training["bf16"]) if ddp is None
+                       else make_ddp_closure(ddp, optimizer, loss_fn, xb, yb, bf16=training["bf16"]))
             loss = optimizer.step(closure)
             loss_value = float(loss.detach()) if loss is not None else math.nan
             if not math.isfinite(loss_value):
@@ -309,33 +309,11 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
     return TrainResult(run, run.last_metrics(), steps_run, seconds)
 
 
-def _forward(model: torch.nn.Module, x: torch.Tensor, bf16: bool) -> torch.Tensor:
-    """model(x), under bfloat16 autocast with ``bf16`` (the loss is then computed in float32)."""
-    if not bf16:
-        return model(x)
-    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
-        return model(x).float()
-
-
 def make_closure(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, xb: torch.Tensor,
-                 yb: torch.Tensor, penalty: float = 0.0, bf16: bool = False) -> Callable[..., torch.Tensor]:
-    """``closure(part=None)``: zero the gradients, evaluate the mini-batch loss (plus the L2 penalty
-    for optimizers without native weight decay) and back-propagate. ``part=(i, k)`` evaluates only
-    chunk i of ``torch.tensor_split(batch, k)`` (SAM's m-sharpness); ``closure.batch_size`` is B and
-    ``closure.batch`` the mini-batch (x, y) that curvature optimizers evaluate themselves."""
-
-    def closure(part: tuple[int, int] | None = None) -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        x, y = (xb, yb) if part is None else (xb.tensor_split(part[1])[part[0]], yb.tensor_split(part[1])[part[0]])
-        loss = loss_fn(_forward(model, x, bf16), y)
-        if penalty:
-            loss = loss + l2_penalty(model, penalty)
-        loss.backward()
-        return loss
-
-    closure.batch_size = int(xb.shape[0])
-    closure.batch = (xb, yb)
-    return closure
+                 yb: torch.Tensor, *, bf16: bool = False) -> Closure:
+    """The :class:`Closure` of the mini-batch (xb, yb): ``closure(part=None)`` zeroes the gradients, evaluates
+    the mini-batch loss and back-propagates; ``closure.batch`` is (xb, yb), ``closure.batch_size`` B."""
+    return Closure(model, optimizer, loss_fn, xb, yb, bf16)
 
 
 def _data_parallel(model: torch.nn.Module, entry, training: Mapping[str, Any],
@@ -362,29 +340,9 @@ def _data_parallel(model: torch.nn.Module, entry, training: Mapping[str, Any],
 
 
 def make_ddp_closure(ddp: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, xb: torch.Tensor,
-                     yb: torch.Tensor, penalty: float = 0.0, bf16: bool = False) -> Callable[..., torch.Tensor]:
-    """The closure of :func:`make_closure` for DistributedDataParallel: rank r evaluates its block of the
-    global batch (x, y), weighted by W n_r / n so that DDP's gradient average is the gradient of the global
-    mean loss; the value returned is the global mean loss (all-reduced), the same on every rank."""
-    size, rank = distributed.world_size(), distributed.rank()
-    n = xb.shape[0]
-    x, y = xb.tensor_split(size)[rank], yb.tensor_split(size)[rank]
-    factor = size * x.shape[0] / n
-
-    def closure(part: tuple[int, int] | None = None) -> torch.Tensor:
-        if part is not None:
-            raise LandscapeError("SAM's m-sharpness does not run under torchrun")
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(_forward(ddp, x, bf16), y)
-        total = loss * factor
-        extra = l2_penalty(ddp.module, penalty) if penalty else None
-        (total + extra if extra is not None else total).backward()
-        value = distributed.all_reduce_sum(loss.detach() * (x.shape[0] / n))
-        return value + extra.detach() if extra is not None else value
-
-    closure.batch_size = int(n)
-    closure.batch = (xb, yb)
-    return closure
+                     yb: torch.Tensor, *, bf16: bool = False) -> Closure:
+    """The :class:`DataParallelClosure` of the global mini-batch (xb, yb) for the DDP module ``ddp``."""
+    return DataParallelClosure(ddp, optimizer, loss_fn, xb, yb, bf16)
 
 
 def _mark_diverged(run: Run, error: TrainingDiverged) -> None:

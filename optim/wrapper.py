@@ -33,5 +33,8 @@ class OptimizerWrapper(torch.optim.Optimizer):
         if "inner" not in state_dict:
             raise ValueError("not the state of a wrapped optimizer (no 'inner' entry)")
         self.inner.load_state_dict(state_dict.pop("inner"))
+        inner_groups = self.inner.param_groups  # as the inner optimizer restored them (older names upgraded)
         super().load_state_dict(state_dict)
+        for group, inner in zip(self.param_groups, inner_groups):
+            group.update({k: v for k, v in inner.items() if k != "params"})
         self.inner.param_groups = self.param_groups  # share the (restored) groups again

@@ -83,6 +83,55 @@ def test_every_optimizer_converges_on_least_squares(name):
     assert gap < 1e-4 * (loss0 - best)
 
 
+RIDGE = 0.3
+
+
+@pytest.mark.parametrize("name", [n for n in SUITE if n != "adamw"])
+def test_weight_decay_is_the_coupled_l2_term_every_optimizer_converges_to_the_ridge_solution(name):
+    """weight_decay means (weight_decay / 2) ||theta||^2 added to the loss in every optimizer: they all reach
+    theta* = ((2/n) A^T A + wd I)^-1 (2/n) A^T y, not the least-squares solution (wd ignored), nor the one of
+    2 wd (a penalty counted twice)."""
+    x, y = _problem()
+    design = torch.cat([x, torch.ones(64, 1)], 1).double()
+    gram, rhs = 2 / 64 * design.T @ design, 2 / 64 * design.T @ y.double()
+    ridge = torch.linalg.solve(gram + RIDGE * torch.eye(6, dtype=torch.float64), rhs)[:, 0]
+    plain = torch.linalg.solve(gram, rhs)[:, 0]
+
+    def objective(theta):
+        return float(((design @ theta - y.double()[:, 0]) ** 2).mean() + 0.5 * RIDGE * theta @ theta)
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 1)
+    options = {"name": name, "lr": CONVERGENCE_LR[name], "weight_decay": RIDGE}
+    if name.startswith(("sam", "asam", "lookahead:sam")):
+        options["rho"] = 1e-4
+    if name == "bb":
+        options["steps_per_epoch"] = 5
+    opt = _build(options, model)
+
+    def theta():
+        with getattr(opt, "averaged", contextlib.nullcontext)():
+            return torch.cat([model.weight.detach()[0], model.bias.detach()]).double()
+    f0, best = objective(theta()), objective(ridge)
+    for _ in range(400):
+        _steps(model, opt, x, y, 1)
+        if objective(theta()) - best < 1e-7 * (f0 - best):
+            break
+    assert float((theta() - ridge).norm()) < 0.02 * float((plain - ridge).norm())
+
+
+def test_decoupled_weight_decay_is_offered_where_its_papers_define_it_and_refused_elsewhere():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(LandscapeError, match="adamw's decay is decoupled_weight_decay"):
+        build_optimizer({"name": "adamw", "weight_decay": 0.1}, params)
+    with pytest.raises(LandscapeError, match="'sgd' has no decoupled_weight_decay.*adahessian, adamw, kfac"):
+        build_optimizer({"name": "sgd", "decoupled_weight_decay": 0.1}, params)
+    with pytest.raises(LandscapeError, match="decoupled weight decay must be a non-negative number"):
+        build_optimizer({"name": "adamw", "decoupled_weight_decay": -1.0}, params)
+    opt = build_optimizer({"name": "lookahead:adamw", "decoupled_weight_decay": 0.1}, params)
+    assert opt.inner.param_groups[0]["weight_decay"] == 0.1  # torch's AdamW name for it
+
+
 TORCH_EQUIVALENTS = [
     ({"name": "sgd", "lr": 0.1}, lambda p: torch.optim.SGD(p, lr=0.1)),
     ({"name": "momentum", "lr": 0.1}, lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)),
@@ -91,7 +140,9 @@ TORCH_EQUIVALENTS = [
     ({"name": "adagrad", "lr": 0.1}, lambda p: torch.optim.Adagrad(p, lr=0.1)),
     ({"name": "rmsprop", "lr": 0.01, "centered": True}, lambda p: torch.optim.RMSprop(p, lr=0.01, centered=True)),
     ({"name": "adam", "lr": 0.01, "betas": [0.8, 0.9]}, lambda p: torch.optim.Adam(p, lr=0.01, betas=(0.8, 0.9))),
-    ({"name": "adamw", "lr": 0.01, "weight_decay": 0.1}, lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1)),
+    ({"name": "adamw", "lr": 0.01, "decoupled_weight_decay": 0.1},
+     lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1)),
+    ({"name": "adam", "lr": 0.01, "weight_decay": 0.1}, lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.1)),
     ({"name": "lbfgs", "max_iter": 5}, lambda p: torch.optim.LBFGS(p, max_iter=5, line_search_fn="strong_wolfe")),
 ]
 
