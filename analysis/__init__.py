@@ -26,9 +26,10 @@ from .loading import LoadedCheckpoint, load_checkpoint_model, resolve_steps
 from .path_result import ConnectResult, ConnectSpec
 from .paths import connect
 from .sharpness_analysis import SharpnessResult, SharpnessSpec, run_sharpness
+from .study_spec import StudySpec
 from .surface import SurfaceResult, SurfaceSpec, compute_surface
 
 __all__ = ["ANALYSES", "Choice", "ConnectResult", "ConnectSpec", "CurvatureResult", "CurvatureSpec",
            "EvaluationResult", "EvaluationSpec", "LoadedCheckpoint", "Result", "SharpnessResult", "SharpnessSpec",
-           "SpecError", "SurfaceResult", "SurfaceSpec", "compute_surface", "connect", "evaluate_checkpoint",
+           "SpecError", "StudySpec", "SurfaceResult", "SurfaceSpec", "compute_surface", "connect", "evaluate_checkpoint",
            "load_checkpoint_model", "resolve_steps", "run_analysis", "run_curvature", "run_sharpness"]

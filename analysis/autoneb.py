@@ -30,8 +30,8 @@ import torch
 from landscape import distributed
 from landscape.errors import LandscapeError
 from landscape.objective import Objective
-from landscape.params import ParamLayout
 
+from .curves import PathProblem
 from .job_state import load_state, save_state
 
 STATE_FORMAT = "landscape.autoneb"
@@ -73,15 +73,16 @@ def _tangent(p: list[torch.Tensor], energy: list[float], i: int) -> torch.Tensor
     return tau / norm if norm > 0 else tau
 
 
-def autoneb(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch.Tensor, w1: torch.Tensor,
-            x: torch.Tensor, y: torch.Tensor, options: NEBOptions | None = None,
-            state_path: Path | None = None, progress=None) -> dict:
+def autoneb(problem: PathProblem, options: NEBOptions | None = None, state_path: Path | None = None,
+            progress=None) -> dict:
     """Pivots (P + 1, n) of the relaxed chain and the insertion history; see the module docstring.
 
     ``state_path`` makes it resumable: the chain is stored atomically after every cycle, then
     ``progress(cycle, cycles, pivots)`` is called. Under torchrun the ranks share the pivots (and the
     insertion probes) round-robin on the same mini-batch and all-reduce their losses and gradients, so
     every rank moves the chain exactly as one process would."""
+    model, loss, layout, w0, w1, x, y = (problem.model, problem.loss, problem.layout, problem.w0, problem.w1,
+                                         problem.x, problem.y)
     opts = options or NEBOptions()
     opts.validate()
     net = copy.deepcopy(model).train()  # BatchNorm on batch statistics, as for the endpoints

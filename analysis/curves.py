@@ -32,6 +32,9 @@ from landscape import distributed
 from landscape.errors import LandscapeError
 from landscape.h5tree import read_tree, write_tree
 from landscape.objective import Objective
+from landscape.optim import build_optimizer
+from landscape.optim.registry import get_entry
+from landscape.optim.training import epoch_order
 from landscape.params import ParamLayout
 
 from .job_state import load_state, save_state
@@ -92,20 +95,30 @@ def _load_state(path: Path, options: dict) -> dict | None:
         "generator": torch.from_numpy(fh["generator"][()])})
 
 
-def train_bend(model: torch.nn.Module, loss: str, layout: ParamLayout, w0: torch.Tensor, w1: torch.Tensor,
-               kind: str, x: torch.Tensor, y: torch.Tensor, training: CurveTraining,
-               state_path: Path | None = None, progress: Callable[[int, int, float], None] | None = None
-               ) -> tuple[torch.Tensor, list[float]]:
+@dataclass
+class PathProblem:
+    """Two minima ``w0``, ``w1`` (flat, in ``layout``) of one model, the loss and the training data that
+    the paths between them are fitted on (bend training, AutoNEB)."""
+
+    model: torch.nn.Module
+    loss: str
+    layout: ParamLayout
+    w0: torch.Tensor
+    w1: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def train_bend(problem: PathProblem, kind: str, training: CurveTraining, state_path: Path | None = None,
+               progress: Callable[[int, int, float], None] | None = None) -> tuple[torch.Tensor, list[float]]:
     """Train the bend theta of a ``bezier`` or ``polychain`` curve; returns (theta, mean loss per epoch).
 
     ``state_path`` makes the training resumable (the state is saved after every epoch). Under torchrun
     the ranks split every mini-batch into contiguous blocks and all-reduce the gradient (the same t on
     every rank), so they take the single-process steps; BatchNorm layers see per-rank batch statistics.
     """
-    from landscape.optim import build_optimizer
-    from landscape.optim.registry import get_entry
-    from landscape.optim.training import epoch_order
-
+    model, loss, layout, w0, w1, x, y = (problem.model, problem.loss, problem.layout, problem.w0, problem.w1,
+                                         problem.x, problem.y)
     if kind not in ("bezier", "polychain"):
         raise LandscapeError(f"only bezier and polychain curves have a bend to train, not {kind!r}")
     training.validate()

@@ -34,7 +34,7 @@ from . import directions as dirs
 from .alignment import weight_matching
 from .autoneb import autoneb
 from .contract import Progress
-from .curves import curve_coordinates, train_bend
+from .curves import PathProblem, curve_coordinates, train_bend
 from .grid_evaluation import GridEvaluator, split_batches
 from .loading import LoadedCheckpoint
 from .path_result import ConnectPath, ConnectResult, ConnectSpec, Curve, path_barriers
@@ -98,6 +98,11 @@ class Endpoints:
     buffer_delta: dict[str, torch.Tensor]
     permutations: dict[str, Any] | None
     bn: str
+
+    def problem(self, loaded: LoadedCheckpoint) -> PathProblem:
+        """The path-fitting problem on the checkpoint's training data."""
+        ds = loaded.dataset
+        return PathProblem(loaded.model, loaded.loss, self.layout, self.w0, self.w1, ds.x_train, ds.y_train)
 
 
 def endpoints(loaded: LoadedCheckpoint, spec: ConnectSpec) -> Endpoints:
@@ -166,13 +171,12 @@ def _linear_path(ev: "_Evaluator", ends: Endpoints, t: np.ndarray) -> tuple[Conn
 def _fit_bend(loaded: LoadedCheckpoint, spec: ConnectSpec, ev: "_Evaluator", ends: Endpoints, t: np.ndarray,
               state: Path, say: Callable[[str], None], result: ConnectResult) -> None:
     """Bezier / PolyChain: train the bend, evaluate the curve, its ensemble and (optionally) the plane."""
-    ds = loaded.dataset
 
     def epoch_done(epoch, total, value):
         say(f"bend training: epoch {epoch}/{total}, mean loss along the curve {value:.4g}")
 
-    theta, history = train_bend(loaded.model, loaded.loss, ends.layout, ends.w0, ends.w1, spec.curve.value,
-                                ds.x_train, ds.y_train, spec.training, state_path=state, progress=epoch_done)
+    theta, history = train_bend(ends.problem(loaded), spec.curve.value, spec.training, state_path=state,
+                                progress=epoch_done)
     say("curve evaluation")
     curve_ev = ev.evaluator(ends.w0, [theta - ends.w0, ends.w1 - ends.w0])
     curve = ev.metrics(curve_ev, curve_coordinates(spec.curve.value, t))
@@ -193,9 +197,8 @@ def _fit_autoneb(loaded: LoadedCheckpoint, spec: ConnectSpec, ev: "_Evaluator", 
     """AutoNEB: relax the chain, then evaluate its segments at about ``spec.points`` points in all,
     t proportional to the distance along the chain."""
     say("AutoNEB")
-    ds = loaded.dataset
-    neb = autoneb(loaded.model, loaded.loss, ends.layout, ends.w0, ends.w1, ds.x_train, ds.y_train, spec.neb,
-                  state_path=state, progress=lambda c, total, n: say(f"AutoNEB: cycle {c}/{total}, {n} pivots"))
+    neb = autoneb(ends.problem(loaded), spec.neb, state_path=state,
+                  progress=lambda c, total, n: say(f"AutoNEB: cycle {c}/{total}, {n} pivots"))
     pivots = neb["pivots"]
     lengths = (pivots[1:] - pivots[:-1]).norm(dim=1).double().cpu().numpy()
     cumulative = np.concatenate([[0.0], np.cumsum(lengths)]) / max(lengths.sum(), 1e-30)

@@ -8,9 +8,11 @@ import pytest
 import torch
 from conftest import tree_digest
 
-from landscape.analysis import (ANALYSES, CurvatureResult, CurvatureSpec, EvaluationResult, EvaluationSpec,
-                                SharpnessResult, SharpnessSpec, SpecError, load_checkpoint_model, run_analysis)
+from landscape.analysis import (ANALYSES, ConnectResult, ConnectSpec, CurvatureResult, CurvatureSpec, EvaluationResult,
+                                EvaluationSpec, SharpnessResult, SharpnessSpec, SpecError, SurfaceResult, SurfaceSpec,
+                                load_checkpoint_model, run_analysis)
 from landscape.analysis.curvature import Curvature, TraceEstimate
+from landscape.analysis.path_result import Curve
 from landscape.analysis.study_spec import StudySpec
 from landscape.cli.main import main
 from landscape.errors import LandscapeError
@@ -168,3 +170,26 @@ def test_curvature_plots_draw_the_stored_result(run_dir, tmp_path, capsys):
     assert main(["plot", str(run_dir), "--kind", "density", "--curvature", "ggn", "-o", str(tmp_path / "g.png")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("Error: no ggn analysis for checkpoint") and "--density --curvature ggn" in err
+
+
+def test_surface_and_connect_through_the_contract(run_dir, tmp_path):
+    other = tmp_path / "other"
+    assert main(["train", *SMALL, "--seed", "1", "--out", str(other)]) == 0
+    loaded = load_checkpoint_model(run_dir, samples=100)
+    surf = run_analysis(loaded, SurfaceSpec(dims=2, xnum=3, ynum=4, name="contract"))
+    assert isinstance(surf, SurfaceResult) and surf.train_loss.shape == (3, 4) and surf.computed_points == 12
+    back = SurfaceResult.load(surf.path)
+    assert np.array_equal(back.train_loss, surf.train_loss) and back.options == surf.options
+    assert surf.save(loaded.run) == surf.path and set(surf.to_json()) >= {"xcoordinates", "train_loss", "surface"}
+    again = run_analysis(loaded, SurfaceSpec(dims=2, xnum=3, ynum=4, name="contract"))
+    assert again.computed_points == 0 and np.array_equal(again.train_loss, surf.train_loss)
+    path = run_analysis(loaded, ConnectSpec(other=str(other), points=5, ensemble_points=0))
+    assert isinstance(path, ConnectResult) and path.curve is Curve.LINEAR and path.fitted is None
+    stored = ConnectResult.load(run_dir, "last", path.result_name)
+    assert np.array_equal(stored.linear.train_loss, path.linear.train_loss)
+    assert stored.linear.barrier == path.linear.barrier and stored.distance == path.distance
+    assert path.to_json()["barrier"] == path.linear.barrier["train_loss"]["barrier"]
+    with pytest.raises(SpecError, match=r"^ConnectSpec.curve must be one of linear, bezier, polychain, autoneb"):
+        ConnectSpec(other="x", curve="spline")
+    with pytest.raises(SpecError, match=r"^SurfaceSpec.xnum needs at least 2 points"):
+        SurfaceSpec(xnum=1).validate()

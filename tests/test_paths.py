@@ -12,7 +12,7 @@ from landscape.analysis import load_checkpoint_model
 from landscape.analysis import directions as dirs
 from landscape.analysis.alignment import weight_matching
 from landscape.analysis.autoneb import NEBOptions, autoneb
-from landscape.analysis.curves import CurveTraining, curve_coordinates, curve_weights, train_bend
+from landscape.analysis.curves import CurveTraining, PathProblem, curve_coordinates, curve_weights, train_bend
 from landscape.analysis.path_result import barriers
 from landscape.cli.main import main
 from landscape.errors import LandscapeError
@@ -80,7 +80,7 @@ def test_curve_weights_and_coordinates(kind):
 def test_bezier_bend_finds_the_valley_and_training_resumes(tmp_path):
     model, layout, w0, w1, x, y = _valley()
     training = CurveTraining(epochs=400, batch_size=32, optimizer={"name": "adam", "lr": 0.02}, seed=0)
-    theta, history = train_bend(model, "mse", layout, w0, w1, "bezier", x, y, training)
+    theta, history = train_bend(PathProblem(model, "mse", layout, w0, w1, x, y), "bezier", training)
     torch.testing.assert_close(theta, torch.tensor([0.0, 2.0], dtype=torch.float64), atol=2e-2, rtol=0)
     along = [_valley_loss(sum(c * p for c, p in zip(curve_weights("bezier", t), (w0, theta, w1))))
              for t in np.linspace(0, 1, 101)]
@@ -97,8 +97,10 @@ def test_bezier_bend_finds_the_valley_and_training_resumes(tmp_path):
             raise Stop
 
     with pytest.raises(Stop):
-        train_bend(model, "mse", layout, w0, w1, "bezier", x, y, training, state_path=state, progress=stop_at_150)
-    resumed, resumed_history = train_bend(model, "mse", layout, w0, w1, "bezier", x, y, training, state_path=state)
+        train_bend(PathProblem(model, "mse", layout, w0, w1, x, y), "bezier", training, state_path=state,
+                   progress=stop_at_150)
+    resumed, resumed_history = train_bend(PathProblem(model, "mse", layout, w0, w1, x, y), "bezier", training,
+                                          state_path=state)
     assert torch.equal(resumed, theta) and resumed_history == history
 
 
@@ -121,7 +123,7 @@ def test_the_bends_gradient_is_the_chain_rule_through_the_objective():
 
 def test_autoneb_relaxes_onto_the_valley():
     model, layout, w0, w1, x, y = _valley()
-    out = autoneb(model, "mse", layout, w0, w1, x, y,
+    out = autoneb(PathProblem(model, "mse", layout, w0, w1, x, y),
                   NEBOptions(cycles=3, steps=300, lr=0.02, spring=0.5, batch_size=32, initial_pivots=3,
                              probe_samples=32, insert_tolerance=0.05))
     pivots = out["pivots"]
@@ -135,7 +137,7 @@ def test_autoneb_relaxes_onto_the_valley():
 def test_autoneb_resumes_after_an_interruption(tmp_path):
     model, layout, w0, w1, x, y = _valley()
     opts = NEBOptions(cycles=3, steps=40, lr=0.02, batch_size=16, probe_samples=32)
-    whole = autoneb(model, "mse", layout, w0, w1, x, y, opts)["pivots"]
+    whole = autoneb(PathProblem(model, "mse", layout, w0, w1, x, y), opts)["pivots"]
 
     class Stop(Exception):
         pass
@@ -146,8 +148,9 @@ def test_autoneb_resumes_after_an_interruption(tmp_path):
 
     state = tmp_path / "neb.autoneb.h5"
     with pytest.raises(Stop):
-        autoneb(model, "mse", layout, w0, w1, x, y, opts, state_path=state, progress=stop_after_first)
-    resumed = autoneb(model, "mse", layout, w0, w1, x, y, opts, state_path=state)["pivots"]
+        autoneb(PathProblem(model, "mse", layout, w0, w1, x, y), opts, state_path=state,
+                progress=stop_after_first)
+    resumed = autoneb(PathProblem(model, "mse", layout, w0, w1, x, y), opts, state_path=state)["pivots"]
     assert torch.equal(resumed, whole)
 
 
