@@ -19,6 +19,15 @@ from .wrapper import OptimizerWrapper
 
 
 class IterateAveraging(OptimizerWrapper):
+    """Iterate averaging around any optimizer: uniform Polyak-Ruppert averaging (Polyak & Juditsky 1992,
+    "Acceleration of stochastic approximation by averaging") after ``start`` steps, or an exponential
+    moving average with ``decay``; :meth:`averaged` swaps the average in for evaluation.
+
+    Args:
+        inner: the optimizer whose iterates are averaged. decay: EMA coefficient (None: uniform).
+        start: steps before the average begins.
+    """
+
     def __init__(self, inner: torch.optim.Optimizer, decay: float | None = None, start: int = 0):
         if decay is not None and not 0 <= decay < 1:
             raise ValueError("decay must be in [0, 1) (or None for the uniform Polyak average)")

@@ -20,6 +20,16 @@ import torch
 
 
 class BarzilaiBorwein(torch.optim.Optimizer):
+    """SGD with a Barzilai-Borwein step per epoch (Tan, Ma, Dai & Qian 2016, "Barzilai-Borwein step size
+    for stochastic gradient descent"): eta_k = ||s||^2 / (T |s^T y|) from the last two epochs' end points and
+    averaged gradients, kept within [tau_min, tau_max] / (k + 1) (module docstring).
+
+    Args:
+        params: the parameters. lr: tau_0, the step of the first two epochs and the fallback.
+        steps_per_epoch: T. beta: of the gradient average. tau_min, tau_max: bounds (lr / 100, 100 lr).
+        weight_decay: coupled L2: g + weight_decay w.
+    """
+
     def __init__(self, params, lr: float = 0.01, steps_per_epoch: int = 100, beta: float = 0.1,
                  tau_min: float | None = None, tau_max: float | None = None, weight_decay: float = 0.0):
         if int(steps_per_epoch) != steps_per_epoch or steps_per_epoch < 1:

@@ -23,6 +23,17 @@ from .state import load_keeping_new_options
 
 
 class BFGS(torch.optim.Optimizer):
+    """BFGS with a dense inverse-Hessian approximation and a strong-Wolfe line search (Nocedal & Wright
+    Algorithm 6.1): d = -H g, H_{k+1} = (I - rho s y^T) H_k (I - rho y s^T) + rho s s^T (module docstring).
+
+    Args:
+        params: the parameters (one group). lr: first trial step (1: the quasi-Newton step).
+        c1, c2: the Wolfe constants. max_evaluations: of a line search. max_parameters: refuse larger ones.
+        weight_decay: coupled L2 (weight_decay / 2) ||w||^2 added to the closure's loss and gradient.
+
+    ``step(closure)`` needs a closure that re-evaluates the loss.
+    """
+
     def __init__(self, params, lr: float = 1.0, c1: float = 1e-4, c2: float = 0.9, max_evaluations: int = 25,
                  max_parameters: int = 4096, weight_decay: float = 0.0):
         if not 0 < c1 < c2 < 1:

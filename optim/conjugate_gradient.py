@@ -28,6 +28,16 @@ VARIANTS = ("fr", "pr", "pr+")
 
 
 class NonlinearCG(torch.optim.Optimizer):
+    """Nonlinear conjugate gradient (Nocedal & Wright Algorithm 5.4): d_k = -g_k + beta_k d_{k-1} with
+    Fletcher-Reeves, Polak-Ribiere or PR+ beta, restarts, and a strong-Wolfe line search (module docstring).
+
+    Args:
+        params: the parameters (one group). lr: scales the first trial step. variant: ``"fr"``, ``"pr"``,
+            ``"pr+"``. c1, c2: the Wolfe constants. restart_every: default the number of parameters.
+        max_evaluations: of a line search.
+        weight_decay: coupled L2 (weight_decay / 2) ||w||^2 added to the closure's loss and gradient.
+    """
+
     def __init__(self, params, lr: float = 1.0, variant: str = "pr+", c1: float = 1e-4, c2: float = 0.1,
                  restart_every: int | None = None, max_evaluations: int = 25, weight_decay: float = 0.0):
         if variant not in VARIANTS:

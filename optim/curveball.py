@@ -41,6 +41,24 @@ from .curvature_optimizer import CurvatureOptimizer
 
 
 class CurveBall(CurvatureOptimizer):
+    """CurveBall (Henriques, Ehrhardt, Albanie & Vedaldi 2019, "Small steps and giant leaps: minimal
+    Newton solvers for deep learning"): one gradient step per iteration on the damped Gauss-Newton model,
+    on a persistent step z:
+
+        Delta_z = (G + lambda I) z + g,   z <- rho z - beta Delta_z,   w <- w + z
+
+    with rho and beta minimising the quadratic model over span(z, Delta_z) (eq. 18) and lambda adapted
+    from the reduction ratio (module docstring).
+
+    Args:
+        params: the parameters to optimize (a subset of ``model``'s); model: the module; loss: its loss name.
+        lr: multiplies beta (1: the paper's method).
+        rho, beta: fixed values instead of the automatic ones.
+        damping: lambda (default 1 with batch normalisation, 10 otherwise); auto_damping: adapt it every
+            ``lambda_every`` steps by ``lambda_factor`` ** ``lambda_every``.
+        weight_decay: coupled L2 (weight_decay / 2) ||w||^2: g + weight_decay w, G + weight_decay I.
+    """
+
     def __init__(self, params, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 1.0,
                  rho: float | None = None, beta: float | None = None, damping: float | None = None,
                  auto_damping: bool = True, lambda_every: int = 5, lambda_factor: float = 0.999,

@@ -18,6 +18,16 @@ import torch
 
 
 class DeltaBarDelta(torch.optim.Optimizer):
+    """Delta-bar-delta (Jacobs 1988, "Increased rates of convergence through learning rate adaptation"):
+    per-weight gains, + kappa when the gradient agrees in sign with its average, x (1 - phi) when not;
+    v <- momentum v + lr gain g, w <- w - v (module docstring).
+
+    Args:
+        params: the parameters. lr: base step. kappa, phi: gain increase and decrease. theta: of the
+            average. min_gain, max_gain: clip. momentum: heavy-ball coefficient.
+        weight_decay: coupled L2: g + weight_decay w.
+    """
+
     def __init__(self, params, lr: float = 0.01, kappa: float = 0.05, phi: float = 0.05, theta: float = 0.7,
                  min_gain: float = 0.1, max_gain: float = 10.0, momentum: float = 0.0, weight_decay: float = 0.0):
         if not 0 <= phi < 1 or not 0 <= theta < 1 or kappa < 0:

@@ -28,6 +28,10 @@ from .curvature_optimizer import CurvatureOptimizer
 
 
 class _GaussNewtonBase(CurvatureOptimizer):
+    """Shared linear algebra of Gauss-Newton and Levenberg-Marquardt: the system G + weight_decay I, dense
+    up to ``dense_limit`` unknowns, otherwise by CG on the operator.
+    """
+
     def _system(self, obj: Objective):
         """(apply G, dense G or None, diag(G) or None) for the curvature of the regularized loss, i.e. the
         Gauss-Newton matrix plus weight_decay I."""
@@ -52,6 +56,16 @@ class _GaussNewtonBase(CurvatureOptimizer):
 
 
 class GaussNewton(_GaussNewtonBase):
+    """Gauss-Newton: d = -(G + damping I)^-1 g on the generalized Gauss-Newton matrix G, then Armijo
+    backtracking from t = lr (Nocedal & Wright Sec. 10.3; the GGN of Schraudolph 2002 for other losses).
+
+    Args:
+        params: the parameters to optimize (a subset of ``model``'s); model: the module; loss: its loss name.
+        lr: first trial step. damping: eps added to G. c1, max_backtracks: the Armijo condition and tries.
+        dense_limit: largest system solved densely; cg_iterations: CG iterations above it.
+        weight_decay: coupled L2 (weight_decay / 2) ||w||^2, in the loss, its gradient and G.
+    """
+
     def __init__(self, params, model: torch.nn.Module, loss: str = "mse", lr: float = 1.0, damping: float = 1e-8,
                  c1: float = 1e-4, max_backtracks: int = 30, dense_limit: int = 2000, cg_iterations: int = 100,
                  weight_decay: float = 0.0):
@@ -74,6 +88,16 @@ class GaussNewton(_GaussNewtonBase):
 
 
 class LevenbergMarquardt(_GaussNewtonBase):
+    """Levenberg-Marquardt (Levenberg 1944; Marquardt 1963; the damping rule of Nielsen 1999):
+    d = -(G + mu D)^-1 g, accepted when the reduction ratio is positive, mu adapted from it (module docstring).
+
+    Args:
+        params: the parameters to optimize (a subset of ``model``'s); model: the module; loss: its loss name.
+        damping: mu_0 (default 1e-3 max diag G). scaling: D = I (``"identity"``) or diag(G) (``"diagonal"``).
+        max_tries: solves per step. dense_limit, cg_iterations: as GaussNewton. lr: scales the accepted step.
+        weight_decay: coupled L2 (weight_decay / 2) ||w||^2, in the loss, its gradient and G.
+    """
+
     def __init__(self, params, model: torch.nn.Module, loss: str = "mse", damping: float | None = None,
                  scaling: str = "identity", max_tries: int = 30, dense_limit: int = 2000, cg_iterations: int = 100,
                  lr: float = 1.0, weight_decay: float = 0.0):

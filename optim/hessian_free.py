@@ -28,6 +28,17 @@ from .curvature_optimizer import CurvatureOptimizer
 
 
 class HessianFree(CurvatureOptimizer):
+    """Hessian-free optimization (Martens 2010, "Deep learning via Hessian-free optimization"): truncated CG
+    on q(d) = g^T d + 1/2 d^T (G + (lambda + weight_decay) I) d with warm starts, CG backtracking,
+    Levenberg-Marquardt damping and a final line search (module docstring).
+
+    Args:
+        params: the parameters to optimize (a subset of ``model``'s); model: the module; loss: its loss name.
+        lr: first trial step of the line search. damping: lambda_0; adapt_damping: the LM rule.
+        cg_iterations: at most. decay: warm start from decay times the last solution. epsilon: Martens' rule.
+        weight_decay: coupled L2 (weight_decay / 2) ||w||^2, in the loss, its gradient and the curvature.
+    """
+
     def __init__(self, params, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 1.0, damping: float = 1.0,
                  cg_iterations: int = 250, decay: float = 0.95, epsilon: float = 5e-4, adapt_damping: bool = True,
                  weight_decay: float = 0.0):

@@ -14,6 +14,14 @@ from .wrapper import OptimizerWrapper
 
 
 class Lookahead(OptimizerWrapper):
+    """Lookahead (Zhang, Lucas, Hinton & Ba 2019, "Lookahead optimizer: k steps forward, 1 step back"):
+    every k inner steps phi <- phi + alpha (theta - phi), theta <- phi.
+
+    Args:
+        inner: the optimizer of the fast weights (its weight decay applies as it would alone).
+        k: inner steps per synchronisation. alpha: slow-weight step in (0, 1].
+    """
+
     def __init__(self, inner: torch.optim.Optimizer, k: int = 5, alpha: float = 0.5):
         if int(k) != k or k < 1:
             raise ValueError("k must be a positive integer")

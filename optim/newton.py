@@ -29,6 +29,8 @@ from .curvature_optimizer import CurvatureOptimizer
 
 
 class _LineSearchNewton(CurvatureOptimizer):
+    """A Newton direction followed by a strong-Wolfe line search on the same mini-batch."""
+
     def _search(self, obj: Objective, loss: torch.Tensor, g: torch.Tensor, d: torch.Tensor) -> float:
         """Move the parameters along d by a strong-Wolfe step; returns the step length (0: no decrease)."""
         group = self.param_groups[0]
@@ -43,6 +45,17 @@ class _LineSearchNewton(CurvatureOptimizer):
 
 
 class Newton(_LineSearchNewton):
+    """Newton's method with a modified Hessian (Nocedal & Wright Sec. 3.4): d = -B^-1 g with B the dense
+    Hessian made positive definite (eigenvalue or Cholesky modification), then a strong-Wolfe line search.
+
+    Args:
+        params: the parameters to optimize (a subset of ``model``'s); model: the module; loss: its loss name.
+        lr: first trial step (1: the Newton step). modification: ``"eigen"`` or ``"cholesky"``.
+        min_curvature: the smallest eigenvalue kept (relative). max_evaluations: of the line search.
+        max_parameters: refuse larger problems (the Hessian is dense).
+        weight_decay: coupled L2 (weight_decay / 2) ||w||^2: g + weight_decay w, H + weight_decay I.
+    """
+
     def __init__(self, params, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 1.0,
                  modification: str = "eigen", min_curvature: float = 1e-8, max_evaluations: int = 25,
                  max_parameters: int = 4096, weight_decay: float = 0.0):
@@ -87,6 +100,16 @@ class Newton(_LineSearchNewton):
 
 
 class NewtonCG(_LineSearchNewton):
+    """Line-search Newton-CG (Nocedal & Wright Algorithm 7.1): CG on (H + weight_decay I) d = -g, stopped by
+    the forcing term or at negative curvature, then a strong-Wolfe line search.
+
+    Args:
+        params: the parameters to optimize (a subset of ``model``'s); model: the module; loss: its loss name.
+        lr: first trial step. cg_iterations: at most. tolerance: relative residual (default
+            min(0.5, sqrt ||g||)). max_evaluations: of the line search.
+        weight_decay: coupled L2 (weight_decay / 2) ||w||^2, in the loss, its gradient and H.
+    """
+
     def __init__(self, params, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 1.0,
                  cg_iterations: int = 100, tolerance: float | None = None, max_evaluations: int = 25,
                  weight_decay: float = 0.0):

@@ -36,6 +36,16 @@ from landscape.params import add_, flat_grad, flatten
 
 
 class ParabolaStep(torch.optim.Optimizer):
+    """SGD momentum with the step along the momentum direction from an online parabola model (Duda 2019,
+    "SGD momentum optimizer with step estimation by online parabola model"): along u = v / ||v|| the step
+    -min(1/|lambda|, max_ratio lr) gamma_hat, a gradient step orthogonal to it (module docstring).
+
+    Args:
+        params: the parameters (each group one vector). lr: the orthogonal step and the cap's scale.
+        momentum: mu of v <- mu v + g. beta: of the exponentially weighted fit. max_ratio: the cap.
+        weight_decay: coupled L2: g + weight_decay w.
+    """
+
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.9, beta: float = 0.8, max_ratio: float = 10.0,
                  weight_decay: float = 0.0):
         if not 0 <= momentum < 1 or not 0 <= beta < 1:

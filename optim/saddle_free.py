@@ -23,6 +23,16 @@ from .curvature_optimizer import CurvatureOptimizer
 
 
 class SaddleFreeNewton(CurvatureOptimizer):
+    """Saddle-free Newton (Dauphin et al. 2014, "Identifying and attacking the saddle point problem in
+    high-dimensional non-convex optimization") in a k-dimensional Lanczos subspace:
+    d = -U (|Theta| + damping)^-1 U^T g - complement_lr (g - U U^T g), then Armijo backtracking.
+
+    Args:
+        params: the parameters to optimize (a subset of ``model``'s); model: the module; loss: its loss name.
+        lr: first trial step. krylov_dim: k. damping: added to |Theta|. complement_lr: gradient step outside.
+        weight_decay: coupled L2 (weight_decay / 2) ||w||^2, in the loss, its gradient and H.
+    """
+
     def __init__(self, params, model: torch.nn.Module, loss: str = "cross_entropy", lr: float = 1.0, krylov_dim: int = 20,
                  damping: float = 1e-4, complement_lr: float = 0.0, weight_decay: float = 0.0):
         if int(krylov_dim) != krylov_dim or krylov_dim < 1:

@@ -31,6 +31,16 @@ def chunk_sizes(batch_size: int, count: int) -> list[int]:
 
 
 class SAM(OptimizerWrapper):
+    """Sharpness-aware minimisation around a first-order optimizer (Foret, Kleiner, Mobahi & Neyshabur 2021,
+    "Sharpness-aware minimization for efficiently improving generalization"): the inner optimizer steps with
+    the gradient at w + rho g / ||g||; ASAM (Kwon et al. 2021) with ``adaptive`` (module docstring).
+
+    Args:
+        inner: the optimizer that takes the step (its weight decay applies as it would alone).
+        rho: perturbation radius. adaptive: ASAM's scaling by |w| + eta. eta: ASAM's offset.
+        m: samples per perturbation (m-sharpness; needs a :class:`~landscape.optim.Closure`).
+    """
+
     def __init__(self, inner: torch.optim.Optimizer, rho: float = 0.05, adaptive: bool = False, eta: float = 0.01,
                  m: int | None = None):
         if not rho >= 0:

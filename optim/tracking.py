@@ -21,6 +21,16 @@ from landscape.objective import Objective
 
 
 class CurvatureTracker:
+    """lambda_max (and the trace) of the Hessian of the mean training loss over a fixed seeded subset,
+    measured by Lanczos warm-started from the last eigenvector (module docstring; Cohen et al. 2021).
+
+    Args:
+        x, y: the training set. loss: its loss name. samples: size of the fixed subset.
+        seed: of the subset and the estimators. trace: also estimate the trace.
+
+    ``tracker(model)`` returns ``{"lambda_max", "curvature_products"[, "trace"]}``.
+    """
+
     def __init__(self, x: torch.Tensor, y: torch.Tensor, loss: str, samples: int, seed: int = 0,
                  trace: bool = False):
         n = x.shape[0]

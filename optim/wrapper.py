@@ -14,6 +14,14 @@ import torch
 
 
 class OptimizerWrapper(torch.optim.Optimizer):
+    """Base of optimizers around another one (Lookahead, IterateAveraging, SAM): shares the inner
+    optimizer's parameter groups (module docstring) and nests its state under ``"inner"``.
+
+    Args:
+        inner: the wrapped ``torch.optim.Optimizer``.
+        **defaults: the wrapper's own hyper-parameters, added to the shared groups.
+    """
+
     def __init__(self, inner: torch.optim.Optimizer, **defaults: Any):
         if not isinstance(inner, torch.optim.Optimizer):
             raise TypeError("inner must be a torch.optim.Optimizer")

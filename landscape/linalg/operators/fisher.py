@@ -22,6 +22,18 @@ KINDS = ("empirical", "mc")
 
 
 class FisherOperator(OutputSpaceOperator):
+    """The Fisher F = (1/N) sum_n J_n^T s_n s_n^T J_n as a linear operator (module docstring), with s_n the
+    output gradient of the per-sample loss at the data's targets (``"empirical"``) or at targets sampled
+    from the model (``"mc"``; Martens 2014, "New insights and perspectives on the natural gradient method").
+
+    Args:
+        objective: the :class:`~landscape.objective.Objective` whose parameters are the variables.
+        kind: ``"mc"`` or ``"empirical"``.
+        mc_samples: sampled targets per input (``"mc"``), averaged.
+        seed: of the sampled targets, drawn once per operator (a fixed matrix), per global batch.
+        cache: keep each batch's linearization across products.
+    """
+
     products = "Fisher products"
 
     def __init__(self, objective: Objective, kind: str = "mc", mc_samples: int = 1, seed: int = 0,

@@ -71,6 +71,16 @@ class OutputSpaceOperator(CurvatureOperator):
 
 
 class GGNOperator(OutputSpaceOperator):
+    """The generalized Gauss-Newton matrix G = (1/N) sum_n J_n^T H_out,n J_n (Schraudolph 2002, "Fast
+    curvature matrix-vector products for second-order gradient descent"; Martens 2010) as a linear operator:
+    a product is one ``jvp`` J v, the output-space Hessian H_out (J v) and one cached reverse pass J^T (.)
+    (module docstring).
+
+    Args:
+        objective: the :class:`~landscape.objective.Objective` whose parameters are the variables.
+        cache: keep each batch's linearization across products (``"auto"``: while it fits the budget).
+    """
+
     products = "GGN products"
 
     def _options(self) -> dict:

@@ -56,6 +56,18 @@ def _elapsed(fn, device: torch.device) -> float:
 
 
 class HessianOperator(CurvatureOperator):
+    """Hessian-vector products H v, H = d^2 L / d theta^2 (Pearlmutter 1994, "Fast exact multiplication by
+    the Hessian"), over every batch of the objective (module docstring for the methods).
+
+    Args:
+        objective: the :class:`~landscape.objective.Objective` whose parameters are the variables.
+        method: ``"double-backward"``, ``"forward-over-reverse"`` or ``"auto"`` (timed once, memoized).
+        cache: keep each batch's gradient graph across products (``"auto"``: while it fits the budget).
+        batched: several columns in one batched product (``is_grads_batched`` / ``vmap``) or a loop
+            (``"auto"``: measured).
+        compile: run the forward-over-reverse product through ``torch.compile``.
+    """
+
     products = "Hessian-vector products"
 
     def __init__(self, objective: Objective, method: str = "auto", cache: str | bool = "auto",

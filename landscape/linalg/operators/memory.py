@@ -14,6 +14,8 @@ GPU_CACHE_FRACTION = 0.5
 
 
 class _Counter:
+    """Saved-tensor hooks that add up the bytes of the distinct tensors an autograd graph keeps."""
+
     def __init__(self) -> None:
         self.bytes = 0
         self._seen: set[int] = set()
