@@ -205,108 +205,129 @@ def train(config: Mapping[str, Any], out: str | Path, *, resume: bool = False, p
     writes the run on its own (a study gives each rank its own runs).
     """
     out = Path(out)
+    stored = None
     if resume:
         if not Run.exists(out):
             raise LandscapeError(f"cannot resume: {out} is not a run folder (no {out / 'run.h5'})")
-        run = Run.open(out)
-        run.writable = run.writable or local
-        config = config_mod.resume_config(run.config, config)
+        stored = Run.open(out)
+        stored.writable = stored.writable or local
+        config = config_mod.resume_config(stored.config, config)
     elif Run.exists(out):
         raise LandscapeError(f"run {out} already exists; use --resume to continue it or choose another --out")
     if not local:
         distributed.barrier()  # every rank has checked the folder before rank 0 creates anything
-    exp = build_experiment(config)
-    cfg, training = exp.config, exp.config["training"]
-    speaks = local or distributed.is_main()  # under DDP only rank 0 shows progress and log lines
-    console = _Console(progress and speaks, log if speaks else None)
-    entry = get_entry(cfg["optimizer"]["name"])
-    loss_fn = get_loss(training["loss"])
-    base_lr = float(cfg["optimizer"]["lr"])
-    total = exp.total_steps
-    if training["bf16"] and entry.needs_model:
-        raise LandscapeError(f"--bf16 applies to closure-driven optimizers; {cfg['optimizer']['name']!r} evaluates "
-                             "the model itself")
-    # wrapped (and checked) before anything is written: a refused combination leaves no run folder
-    ddp = None if local else _data_parallel(exp.model, entry, training, cfg["optimizer"])
+    session = _Session(build_experiment(config), local, progress, log)
+    start, elapsed = session.begin(out, stored)
+    if start >= session.total:
+        session.run.status = "finished"
+        session.run.write()
+        session.console.log(f"run {out} has already finished its {session.total} steps")
+        return TrainResult(session.run, session.run.last_metrics(), 0, 0.0)
+    return session.loop(start, elapsed)
 
-    track_every = training["track_curvature_every"]
-    tracker = None
-    if track_every:
-        tracker = CurvatureTracker(exp.dataset.x_train, exp.dataset.y_train, training["loss"],
-                                   training["track_samples"], training["seed"], training["track_trace"])
-    if resume:
-        run.config, run.total_steps, run.status, run.message = cfg, total, "running", ""
-        start, elapsed = _restore(run, exp)
-    else:
-        if distributed.is_main() or local:
-            run = Run.create(out, cfg, writable=True)
-        else:
-            run = Run(out, cfg)
-        run.total_steps = total
-        start, elapsed = 0, 0.0
-        row = _measure(exp, 0, base_lr * lr_factor(0, total, **_schedule_args(training)), 0.0, not local)
-        if tracker is not None:
-            row.update(tracker(exp.model))
-        run.append_metrics(row)
-        run.write()
-        run.save_checkpoint(Checkpoint.from_model(0, 0, exp.model, exp.optimizer, capture_rng_state()))
-        console.log(f"{count_parameters(exp.model):,} parameters; " + format_metrics(row, total))
-    if start >= total:
+
+class _Session:
+    """One call of :func:`train`: the experiment, its run folder, the optional DDP wrapper and curvature
+    tracker, the console; ``begin`` creates or restores the run, ``loop`` takes the steps."""
+
+    def __init__(self, exp: Experiment, local: bool, progress: bool, log: Callable[[str], None] | None):
+        self.exp, self.local = exp, local
+        self.cfg, self.training = exp.config, exp.config["training"]
+        speaks = local or distributed.is_main()  # under DDP only rank 0 shows progress and log lines
+        self.console = _Console(progress and speaks, log if speaks else None)
+        entry = get_entry(self.cfg["optimizer"]["name"])
+        self.loss_fn = get_loss(self.training["loss"])
+        self.base_lr = float(self.cfg["optimizer"]["lr"])
+        self.total = exp.total_steps
+        if self.training["bf16"] and entry.needs_model:
+            raise LandscapeError(f"--bf16 applies to closure-driven optimizers; {self.cfg['optimizer']['name']!r} "
+                                 "evaluates the model itself")
+        # wrapped (and checked) before anything is written: a refused combination leaves no run folder
+        self.ddp = None if local else _data_parallel(exp.model, entry, self.training, self.cfg["optimizer"])
+        self.tracker = None
+        if self.training["track_curvature_every"]:
+            self.tracker = CurvatureTracker(exp.dataset.x_train, exp.dataset.y_train, self.training["loss"],
+                                            self.training["track_samples"], self.training["seed"],
+                                            self.training["track_trace"])
+        self.run: Run | None = None
+
+    def begin(self, out: Path, stored: Run | None) -> tuple[int, float]:
+        """(first step, seconds trained before): a stored run restored, or a new one with its step-0 row."""
+        exp, total = self.exp, self.total
+        if stored is not None:
+            self.run = stored
+            stored.config, stored.total_steps, stored.status, stored.message = self.cfg, total, "running", ""
+            return _restore(stored, exp)
+        writes = distributed.is_main() or self.local
+        self.run = Run.create(out, self.cfg, writable=True) if writes else Run(out, self.cfg)
+        self.run.total_steps = total
+        row = _measure(exp, 0, self.base_lr * lr_factor(0, total, **_schedule_args(self.training)), 0.0,
+                       not self.local)
+        if self.tracker is not None:
+            row.update(self.tracker(exp.model))
+        self.run.append_metrics(row)
+        self.run.write()
+        self.run.save_checkpoint(Checkpoint.from_model(0, 0, exp.model, exp.optimizer, capture_rng_state()))
+        self.console.log(f"{count_parameters(exp.model):,} parameters; " + format_metrics(row, total))
+        return 0, 0.0
+
+    def loop(self, start: int, elapsed: float) -> TrainResult:
+        exp, training, total, run = self.exp, self.training, self.total, self.run
+        x, y, n = exp.dataset.x_train, exp.dataset.y_train, exp.dataset.num_train
+        batch_size, seed = training["batch_size"], training["seed"]
+        model, optimizer = exp.model, exp.optimizer
+        model.train()
+        schedule = _schedule_args(training)
+        order, order_epoch = None, -1
+        t0 = time.perf_counter()
+        with self.console.bar(total, start):
+            for step in range(start, total):
+                epoch, batch = divmod(step, exp.steps_per_epoch)
+                if epoch != order_epoch:
+                    order, order_epoch = epoch_order(seed, epoch, n, x.device), epoch
+                index = order[batch * batch_size:(batch + 1) * batch_size]
+                lr = self.base_lr * lr_factor(step, total, **schedule)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                loss_value = self._step(x[index], y[index], lr, step)
+                self.console.advance(f"loss {loss_value:.4g}")
+                self._record(step + 1, lr, elapsed + time.perf_counter() - t0)
         run.status = "finished"
         run.write()
-        console.log(f"run {out} has already finished its {total} steps")
-        return TrainResult(run, run.last_metrics(), 0, 0.0)
+        return TrainResult(run, run.last_metrics(), total - start, time.perf_counter() - t0)
 
-    x, y, n = exp.dataset.x_train, exp.dataset.y_train, exp.dataset.num_train
-    batch_size, seed = training["batch_size"], training["seed"]
-    model, optimizer = exp.model, exp.optimizer
-    model.train()
-    schedule = _schedule_args(training)
-    every = training["eval_every"]
-    log_every = every * max(1, math.ceil(total / every / LOG_LINES))  # all rows are stored; ~10 are printed
-    order, order_epoch = None, -1
-    t0 = time.perf_counter()
-    steps_run = 0
-    with console.bar(total, start):
-        for step in range(start, total):
-            epoch, batch = divmod(step, exp.steps_per_epoch)
-            if epoch != order_epoch:
-                order, order_epoch = epoch_order(seed, epoch, n, x.device), epoch
-            index = order[batch * batch_size:(batch + 1) * batch_size]
-            xb, yb = x[index], y[index]
-            lr = base_lr * lr_factor(step, total, **schedule)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+    def _step(self, xb: torch.Tensor, yb: torch.Tensor, lr: float, step: int) -> float:
+        """One optimizer step on the mini-batch; a non-finite loss marks the run diverged."""
+        bf16 = self.training["bf16"]
+        closure = (make_closure(self.exp.model, self.exp.optimizer, self.loss_fn, xb, yb, bf16=bf16) if self.ddp is None
+                   else make_ddp_closure(self.ddp, self.exp.optimizer, self.loss_fn, xb, yb, bf16=bf16))
+        loss = self.exp.optimizer.step(closure)
+        loss_value = float(loss.detach()) if loss is not None else math.nan
+        if not math.isfinite(loss_value):
+            _mark_diverged(self.run, TrainingDiverged(step + 1, lr))
+        return loss_value
 
-            closure = (make_closure(model, optimizer, loss_fn, xb, yb, bf16=training["bf16"]) if ddp is None
-                       else make_ddp_closure(ddp, optimizer, loss_fn, xb, yb, bf16=training["bf16"]))
-            loss = optimizer.step(closure)
-            loss_value = float(loss.detach()) if loss is not None else math.nan
-            if not math.isfinite(loss_value):
-                _mark_diverged(run, TrainingDiverged(step + 1, lr))
-            done = step + 1
-            steps_run += 1
-            console.advance(f"loss {loss_value:.4g}")
-            final = done == total
-            tracked = tracker is not None and done % track_every == 0
-            if done % training["eval_every"] == 0 or final or tracked:
-                row = _measure(exp, done, lr, elapsed + time.perf_counter() - t0, not local)
-                if not math.isfinite(row["train_loss"]):
-                    _mark_diverged(run, TrainingDiverged(done, lr))
-                if tracked:
-                    row.update(tracker(model))
-                model.train()
-                run.append_metrics(row)
-                run.write()
-                if done % log_every == 0 or final:
-                    console.log(format_metrics(row, total))
-            if done % training["checkpoint_every"] == 0 or final:
-                run.save_checkpoint(Checkpoint.from_model(done, done // exp.steps_per_epoch, model, optimizer,
-                                                          capture_rng_state()))
-    run.status = "finished"
-    run.write()
-    seconds = time.perf_counter() - t0
-    return TrainResult(run, run.last_metrics(), steps_run, seconds)
+    def _record(self, done: int, lr: float, seconds: float) -> None:
+        """After step ``done``: the metrics row (evaluation cadence, tracking), log lines, checkpoints."""
+        exp, training, total, run = self.exp, self.training, self.total, self.run
+        every = training["eval_every"]
+        log_every = every * max(1, math.ceil(total / every / LOG_LINES))  # all rows are stored; ~10 are printed
+        final = done == total
+        tracked = self.tracker is not None and done % training["track_curvature_every"] == 0
+        if done % every == 0 or final or tracked:
+            row = _measure(exp, done, lr, seconds, not self.local)
+            if not math.isfinite(row["train_loss"]):
+                _mark_diverged(run, TrainingDiverged(done, lr))
+            if tracked:
+                row.update(self.tracker(exp.model))
+            exp.model.train()
+            run.append_metrics(row)
+            run.write()
+            if done % log_every == 0 or final:
+                self.console.log(format_metrics(row, total))
+        if done % training["checkpoint_every"] == 0 or final:
+            run.save_checkpoint(Checkpoint.from_model(done, done // exp.steps_per_epoch, exp.model, exp.optimizer,
+                                                      capture_rng_state()))
 
 
 def make_closure(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable, xb: torch.Tensor,
