@@ -18,6 +18,8 @@ from landscape.analysis.surface import SurfaceSpec, compute_surface
 from landscape.analysis.surface_job import EvaluationPlan
 from landscape.errors import LandscapeError
 
+from .common import parse_pair
+
 Flags = dict[str, Any]
 
 
@@ -42,11 +44,7 @@ def parse_samples(value: str | None) -> int | None:
 
 
 def parse_range(text: str) -> tuple[float, float]:
-    try:
-        a, b = (float(v) for v in text.split(":"))
-    except ValueError:
-        raise LandscapeError(f"--range must be A:B with numbers A < B, got {text!r}") from None
-    return a, b
+    return parse_pair(text, ":", float, f"--range must be A:B with numbers A < B, got {text!r}")
 
 
 def curvature_spec(f: Flags) -> CurvatureSpec:

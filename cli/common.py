@@ -10,6 +10,7 @@ from typing import Any, Callable
 import click
 
 from landscape import distributed
+from landscape.errors import LandscapeError
 
 from landscape.optim.config import apply_assignments, load_config_file, merge
 
@@ -81,6 +82,15 @@ def assemble_config(flags: dict[str, Any], config_file: str | None, assignments:
 def given_flags(flags: dict[str, Any], assignments: tuple[str, ...]) -> dict:
     """Only the options given on the command line (for --resume, which keeps the stored config)."""
     return assemble_config(flags, None, assignments)
+
+
+def parse_pair(text: str, separator: str, convert: Callable[[str], Any], error: str) -> tuple[Any, Any]:
+    """``"A<separator>B"`` -> (convert(A), convert(B)); anything else raises ``LandscapeError(error)``."""
+    try:
+        a, b = (convert(v) for v in text.split(separator))
+    except ValueError:
+        raise LandscapeError(error) from None
+    return a, b
 
 
 def stderr_is_tty() -> bool:

@@ -15,17 +15,13 @@ from landscape.errors import LandscapeError
 from landscape.optim.config import load_config_file, merge
 
 from .analyze import parse_samples
-from .common import assemble_config, echo_err, print_json, stderr_is_tty, training_options
+from .common import assemble_config, echo_err, parse_pair, print_json, stderr_is_tty, training_options
 
 STUDY_FLAGS = {"vary": "--vary", "shard": "--shard", "measures": "--measures", "measure_samples": "--measure-samples"}
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise LandscapeError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    return i, n
+    return parse_pair(text, "/", int, f"--shard must look like i/n (e.g. 0/4), got {text!r}")
 
 
 @click.command(epilog="""\b

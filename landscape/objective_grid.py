@@ -159,7 +159,7 @@ class ObjectiveGrid:
             self._vmapped_names = [n for n in self.center if not n.startswith(self.first + ".")]
         else:
             self._vmapped_names = list(self.center)
-        self._cache: dict[tuple, torch.Tensor] = {}
+        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._cached_bytes = 0
         self.cache_bytes = 256 * 2**20
 
@@ -188,14 +188,14 @@ class ObjectiveGrid:
     def _first_layer_terms(self, key: tuple, x: torch.Tensor) -> torch.Tensor:
         """(1 + m, *pre-activation shape): W u + b and the m terms D_i u + e_i, stacked."""
         if key in self._cache:
-            return self._cache[key]
+            return self._cache[key][1]
         u = _layer_input(self.model, self._layer, x)
         w, b = self.first + ".weight", self.first + ".bias"
         terms = torch.stack([_apply_affine(self._layer, u, self.center[w], self.center.get(b))]
                             + [_apply_affine(self._layer, u, d[w], d.get(b)) for d in self.directions])
         size = terms.numel() * terms.element_size()
         if self._cached_bytes + size <= self.cache_bytes:  # reused by every later chunk
-            self._cache[key] = terms
+            self._cache[key] = (x, terms)  # holding x keeps its address from being reused by other data
             self._cached_bytes += size
         return terms
 
@@ -206,7 +206,7 @@ class ObjectiveGrid:
         coords = coords.reshape(coords.shape[0], -1)
         params, buffers = self._point_sets(coords)
         for j, x in enumerate(inputs):
-            key = (tag, j, x.data_ptr(), x.shape[0])
+            key = (tag, j, x.data_ptr(), tuple(x.shape), x.dtype)
             if self.bf16:
                 with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
                     yield self._forward(coords, params, buffers, x, key).float()
