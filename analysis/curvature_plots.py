@@ -6,6 +6,7 @@ from pathlib import Path
 
 from landscape.errors import LandscapeError
 from landscape.plotting import figure_format, pyplot, save_figure
+from landscape.results import result_path
 from landscape.runs import Run
 
 from .curvature import CurvatureResult
@@ -15,12 +16,11 @@ def stored_curvature(run: Run, checkpoint: str | int = "last", curvature: str = 
                      flag: str = "--top-k 10") -> CurvatureResult:
     """The stored curvature result, with the command that computes it (``flag``) in the error when there is none."""
     step = run.resolve_checkpoint(checkpoint)
-    try:
-        return CurvatureResult.load(run, step, curvature)
-    except LandscapeError:
+    if not result_path(run, step, curvature).exists():  # a corrupt file keeps its own error
         raise LandscapeError(f"no {curvature} analysis for checkpoint {step}; run: landscape analyze {run.path} "
                              f"--checkpoint {step} {flag}"
-                             + (f" --curvature {curvature}" if curvature != "hessian" else "")) from None
+                             + (f" --curvature {curvature}" if curvature != "hessian" else ""))
+    return CurvatureResult.load(run, step, curvature)
 
 
 def _missing(result: CurvatureResult, run: Run, what: str, flag: str) -> LandscapeError:

@@ -166,17 +166,17 @@ def analyze(**flags):
     try:
         spec = entry.build(flags)
         spec.validate()
-        outputs = _analyze_checkpoints(kind, spec, flags)
+        run = Run.open(flags["run_dir"])
+        outputs = _analyze_checkpoints(run, kind, spec, flags)
     except SpecError as exc:
         raise LandscapeError(exc.render(lambda field: flag(entry.fields.get(field, field)))) from None
     if flags["as_json"]:
-        print_checkpoints_json(Run.open(flags["run_dir"]).path, outputs)
+        print_checkpoints_json(run.path, outputs)
     elif kind in ("evaluation", "curvature", "sharpness"):
-        echo_err(f"saved under {Run.open(flags['run_dir']).analysis_dir}")
+        echo_err(f"saved under {run.analysis_dir}")
 
 
-def _analyze_checkpoints(kind: str, spec: Any, flags: dict[str, Any]) -> list[dict[str, Any]]:
-    run = Run.open(flags["run_dir"])
+def _analyze_checkpoints(run: Run, kind: str, spec: Any, flags: dict[str, Any]) -> list[dict[str, Any]]:
     samples, entry = parse_samples(flags["samples"]), KINDS[kind]
     outputs, dataset = [], None
     for step in resolve_steps(run, flags["checkpoint"]):

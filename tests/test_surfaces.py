@@ -401,6 +401,8 @@ def test_plot_mistakes(mlp_run, tmp_path, capsys):
     assert "no surface 'nope'" in capsys.readouterr().err
     assert main(["plot", str(mlp_run), "--kind", "trajectory", "--checkpoint", "6"]) != 0
     assert "no 2-D surface for checkpoint 6" in capsys.readouterr().err
+    assert main(["analyze", str(mlp_run), "--slice", "2d", "--grid", "3", "--name", "surface-mistakes"]) == 0
+    capsys.readouterr()  # a 2-D surface of its own: the file-name check does not depend on other tests' surfaces
     assert main(["plot", str(mlp_run), "--format", "vtp", "-o", str(tmp_path / "x.txt")]) != 0
     assert "must end in .vtp" in capsys.readouterr().err
 
